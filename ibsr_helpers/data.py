@@ -1,0 +1,382 @@
+"""Finding, loading and validating IBSR18 subjects.
+
+Two layouts are understood:
+
+* the course layout ``TrainingValidationTestSets/{Training,Validation,Test}_Set/ID/``;
+* a flat folder of ``ID/`` subfolders, whose split is then taken from
+  :data:`COURSE_SPLIT` (subjects not in that table go to ``train`` when they have a
+  label and to ``test`` otherwise).
+
+Each subject folder holds ``ID.nii.gz`` (T1 image) and, for training and validation
+subjects, ``ID_seg.nii.gz`` (0 background, 1 CSF, 2 GM, 3 WM).
+
+Example:
+    >>> from ibsr_helpers import data
+    >>> root, is_demo = data.resolve_data_dir()          # IBSR18 if found, else demo data
+    >>> subjects = data.discover(root)
+    >>> vol = data.load_subject(subjects[0], normalize="zscore")
+    >>> vol.image.shape, vol.label.dtype
+    ((256, 128, 256), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.io import load_nifti, read_volume
+
+__all__ = [
+    "LABELS",
+    "TISSUES",
+    "SPLITS",
+    "COURSE_SPLIT",
+    "DEMO_MARKER",
+    "Subject",
+    "Volume",
+    "discover",
+    "find_data_dir",
+    "resolve_data_dir",
+    "is_demo_data",
+    "describe_source",
+    "load_subject",
+    "load_subjects",
+    "subjects_table",
+]
+
+#: Label value -> name. 0 is background.
+LABELS: dict[int, str] = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
+#: The three tissues scored by every metric, in label order.
+TISSUES: tuple[str, ...] = ("CSF", "GM", "WM")
+#: Split names used throughout the package.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+_SPLIT_DIRS: dict[str, str] = {"Training_Set": "train", "Validation_Set": "val", "Test_Set": "test"}
+_COURSE_DIR = "TrainingValidationTestSets"
+
+#: The University of Girona MISA course split of IBSR18 (used for flat folders).
+COURSE_SPLIT: dict[str, str] = {
+    **{f"IBSR_{i:02d}": "train" for i in (1, 3, 4, 5, 6, 7, 8, 9, 16, 18)},
+    **{f"IBSR_{i:02d}": "val" for i in (11, 12, 13, 14, 17)},
+    **{f"IBSR_{i:02d}": "test" for i in (2, 10, 15)},
+}
+
+#: File written at the root of a demo data set; its presence marks the set as demo data.
+DEMO_MARKER = "DEMO_DATA.txt"
+DEMO_DESCRIPTION = "demo data (MNI152-derived), not IBSR18"
+
+_ID_RE = re.compile(r"^[A-Za-z]+_\d+$")
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject found on disk (header read, voxels not loaded).
+
+    Attributes:
+        id: Subject id, e.g. ``"IBSR_01"``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        image: Path of the T1 image.
+        label: Path of the label volume, or None (test subjects).
+        spacing: Voxel size in mm, ``(sx, sy, sz)``.
+        shape: Spatial shape ``(X, Y, Z)`` (trailing singleton axes dropped).
+    """
+
+    id: str
+    split: str
+    image: Path
+    label: Path | None
+    spacing: tuple[float, float, float]
+    shape: tuple[int, int, int]
+
+
+@dataclass
+class Volume:
+    """A loaded subject.
+
+    Attributes:
+        subject: The :class:`Subject` it came from.
+        image: ``(X, Y, Z)`` float32 intensities (normalised if asked for).
+        label: ``(X, Y, Z)`` uint8 labels, or None.
+        nifti: The source image (affine and header), to save predictions with.
+    """
+
+    subject: Subject
+    image: np.ndarray
+    label: np.ndarray | None
+    nifti: nib.Nifti1Image
+
+    @property
+    def id(self) -> str:
+        """The subject id."""
+        return self.subject.id
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm."""
+        return self.subject.spacing
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The image's 4x4 affine."""
+        return self.nifti.affine
+
+
+def _nifti(folder: Path, stem: str) -> Path | None:
+    for suffix in _NIFTI_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _subject(folder: Path, split: str, require_label: bool) -> Subject:
+    sid = folder.name
+    image = _nifti(folder, sid)
+    if image is None:
+        raise IBSRError(f"no image {sid}.nii.gz in the subject folder", folder)
+    label = _nifti(folder, f"{sid}_seg")
+    if label is None and require_label:
+        raise IBSRError(f"{split} subject has no label file {sid}_seg.nii.gz", folder)
+    img = load_nifti(image)
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise IBSRError(f"expected a 3-D image, got shape {tuple(img.shape)}", image)
+    spacing = tuple(round(float(z), 6) for z in img.header.get_zooms()[:3])
+    return Subject(sid, split, image, label, spacing, shape)  # type: ignore[arg-type]
+
+
+def _subject_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _ID_RE.match(p.name))
+
+
+def discover(root: str | Path, splits: Iterable[str] | None = None) -> list[Subject]:
+    """Find the subjects under ``root``.
+
+    Args:
+        root: The data folder: one holding ``TrainingValidationTestSets/``, that folder
+            itself, or a flat folder of ``IBSR_XX/`` subject folders.
+        splits: Keep only these splits (default: all).
+
+    Returns:
+        Subjects sorted by split (train, val, test) then id.
+
+    Raises:
+        IBSRError: If the folder is missing, holds no subjects, a training or
+            validation subject has no label, or an image header cannot be read.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise IBSRError("data folder not found (set IBSR18_DIR or pass the path)", root)
+    course = root / _COURSE_DIR if (root / _COURSE_DIR).is_dir() else root
+    found: list[Subject] = []
+    split_dirs = [course / d for d in _SPLIT_DIRS if (course / d).is_dir()]
+    if split_dirs:
+        for split_dir in split_dirs:
+            split = _SPLIT_DIRS[split_dir.name]
+            for folder in _subject_dirs(split_dir):
+                found.append(_subject(folder, split, require_label=split != "test"))
+    else:
+        for folder in _subject_dirs(course):
+            known = COURSE_SPLIT.get(folder.name)
+            has_label = _nifti(folder, f"{folder.name}_seg") is not None
+            split = known or ("train" if has_label else "test")
+            found.append(_subject(folder, split, require_label=split != "test"))
+    if not found:
+        raise IBSRError(
+            "no subjects found: expected TrainingValidationTestSets/<split>/IBSR_XX/IBSR_XX.nii.gz "
+            "or IBSR_XX/IBSR_XX.nii.gz subfolders",
+            root,
+        )
+    if splits is not None:
+        wanted = set(splits)
+        unknown = wanted - set(SPLITS)
+        if unknown:
+            raise IBSRError(f"unknown split(s) {sorted(unknown)}; use {list(SPLITS)}")
+        found = [s for s in found if s.split in wanted]
+    return sorted(found, key=lambda s: (SPLITS.index(s.split), s.id))
+
+
+def project_root(start: str | Path | None = None) -> Path | None:
+    """The course checkout containing ``start`` (default: the working directory), if any."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "ibsr_helpers").is_dir():
+            return folder
+    return None
+
+
+def find_data_dir(path: str | Path | None = None) -> Path | None:
+    """Locate IBSR18 without creating anything.
+
+    Looks, in order, at ``path``, the ``IBSR18_DIR`` environment variable and
+    ``data/IBSR18`` in the course checkout (or the working directory).
+
+    Args:
+        path: An explicit folder; if given it must exist.
+
+    Returns:
+        The folder, or None if IBSR18 is not found (an explicit ``path`` never gives None).
+
+    Raises:
+        IBSRError: If ``path`` or ``IBSR18_DIR`` names a folder that does not exist.
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise IBSRError("data folder not found", path)
+        return path
+    env = os.environ.get("IBSR18_DIR")
+    if env:
+        env_path = Path(env).expanduser()
+        if not env_path.is_dir():
+            raise IBSRError("IBSR18_DIR points to a folder that does not exist", env_path)
+        return env_path
+    roots = [r for r in (project_root(), Path.cwd()) if r is not None]
+    for r in roots:
+        candidate = r / "data" / "IBSR18"
+        if candidate.is_dir() and any(candidate.iterdir()):
+            return candidate
+    return None
+
+
+def default_demo_dir() -> Path:
+    """Where demo data goes by default: ``data/demo`` in the course checkout."""
+    return (project_root() or Path.cwd()) / "data" / "demo"
+
+
+def resolve_data_dir(
+    path: str | Path | None = None,
+    demo_dir: str | Path | None = None,
+    demo_subjects: int = 6,
+) -> tuple[Path, bool]:
+    """IBSR18 if it can be found, else demo data (made on first use).
+
+    Args:
+        path: Explicit data folder (IBSR18 or demo); used as is when given.
+        demo_dir: Where to find or make demo data (default :func:`default_demo_dir`).
+        demo_subjects: Subjects to make if the demo set does not exist yet.
+
+    Returns:
+        ``(folder, is_demo)``.
+    """
+    found = find_data_dir(path)
+    if found is not None:
+        return found, is_demo_data(found)
+    demo = Path(demo_dir) if demo_dir is not None else default_demo_dir()
+    if not (demo / DEMO_MARKER).is_file():
+        from ibsr_helpers.demo import make_demo_dataset
+
+        make_demo_dataset(demo, n_subjects=demo_subjects)
+    return demo, True
+
+
+def is_demo_data(root: str | Path) -> bool:
+    """True if ``root`` is a demo set written by :func:`ibsr_helpers.demo.make_demo_dataset`."""
+    return (Path(root) / DEMO_MARKER).is_file()
+
+
+def describe_source(root: str | Path) -> str:
+    """One line saying which data a run uses, for logs and notebooks."""
+    kind = DEMO_DESCRIPTION if is_demo_data(root) else "IBSR18"
+    return f"{kind} at {Path(root)}"
+
+
+def _validate(subject: Subject, image: np.ndarray, img: nib.Nifti1Image,
+              label: np.ndarray | None, lab: nib.Nifti1Image | None) -> None:
+    if not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        raise IBSRError(f"image holds {bad} non-finite (NaN/inf) voxels", subject.image)
+    if label is None or lab is None:
+        return
+    if label.shape != image.shape:
+        raise IBSRError(f"label shape {label.shape} does not match image shape {image.shape}", subject.label)
+    if not np.allclose(lab.affine, img.affine, atol=1e-4):
+        raise IBSRError("label affine does not match the image affine", subject.label)
+    values = np.unique(label)
+    extra = [int(v) for v in values if v not in LABELS]
+    if extra:
+        raise IBSRError(f"label values {extra} outside 0-3 (0 bg, 1 CSF, 2 GM, 3 WM)", subject.label)
+
+
+def load_subject(subject: Subject, normalize: str | None = None) -> Volume:
+    """Load and validate one subject.
+
+    Args:
+        subject: From :func:`discover`.
+        normalize: ``None``, ``"zscore"`` or ``"minmax"`` (see
+            :func:`ibsr_helpers.transforms.normalize`).
+
+    Returns:
+        A :class:`Volume` with a float32 image and uint8 label (or None).
+
+    Raises:
+        IBSRError: On a corrupt file, shape/affine mismatch, label values outside 0–3
+            or non-finite intensities. The message names the file.
+    """
+    image, img = read_volume(subject.image, np.float32)
+    label = lab = None
+    if subject.label is not None:
+        raw, lab = read_volume(subject.label, np.float64)
+        if not np.isfinite(raw).all():
+            raise IBSRError("label holds non-finite values", subject.label)
+        if (raw != np.round(raw)).any():
+            raise IBSRError("label holds non-integer values", subject.label)
+        label_int = raw.astype(np.int64)
+        _validate(subject, image, img, label_int, lab)
+        label = label_int.astype(np.uint8)
+    else:
+        _validate(subject, image, img, None, None)
+    if normalize is not None:
+        from ibsr_helpers.transforms import normalize as _normalize
+
+        image = _normalize(image, normalize)
+    return Volume(subject, np.ascontiguousarray(image), label, img)
+
+
+def load_subjects(subjects: Sequence[Subject], normalize: str | None = None,
+                  progress: bool = True) -> list[Volume]:
+    """Load several subjects, with a progress bar.
+
+    Args:
+        subjects: From :func:`discover`.
+        normalize: As in :func:`load_subject`.
+        progress: Show a tqdm bar.
+
+    Returns:
+        One :class:`Volume` per subject, in order.
+    """
+    it = tqdm(subjects, desc="loading", unit="subject", disable=not progress, leave=False)
+    return [load_subject(s, normalize) for s in it]
+
+
+def subjects_table(subjects: Sequence[Subject]):  # -> pandas.DataFrame
+    """A table of subjects: id, split, spacing, shape, whether labelled.
+
+    Args:
+        subjects: From :func:`discover`.
+
+    Returns:
+        A pandas DataFrame, one row per subject.
+    """
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "id": s.id,
+            "split": s.split,
+            "spacing_mm": "×".join(f"{z:g}" for z in s.spacing),
+            "shape": "×".join(str(n) for n in s.shape),
+            "labelled": s.label is not None,
+        }
+        for s in subjects
+    )
