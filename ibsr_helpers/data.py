@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "resolve_data_dir",
     "is_demo_data",
     "describe_source",
+    "find_images",
     "load_subject",
     "load_subjects",
     "subjects_table",
@@ -137,9 +139,9 @@ def _nifti(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _subject(folder: Path, split: str, require_label: bool) -> Subject:
-    sid = folder.name
-    image = _nifti(folder, sid)
+def _subject(folder: Path, split: str, require_label: bool, image: Path | None = None) -> Subject:
+    sid = image.name.split(".nii")[0] if image is not None else folder.name
+    image = image or _nifti(folder, sid)
     if image is None:
         raise IBSRError(f"no image {sid}.nii.gz in the subject folder", folder)
     label = _nifti(folder, f"{sid}_seg")
@@ -204,6 +206,31 @@ def discover(root: str | Path, splits: Iterable[str] | None = None) -> list[Subj
             raise IBSRError(f"unknown split(s) {sorted(unknown)}; use {list(SPLITS)}")
         found = [s for s in found if s.split in wanted]
     return sorted(found, key=lambda s: (SPLITS.index(s.split), s.id))
+
+
+def find_images(root: str | Path) -> list[Subject]:
+    """Every image ``ID.nii.gz`` under ``root`` at any depth, labels ignored, for prediction.
+
+    Args:
+        root: Any folder, e.g. a data set, one split folder or a flat folder.
+
+    Returns:
+        Subjects (split ``"test"``, ``label`` None) sorted by id.
+
+    Raises:
+        IBSRError: If the folder is missing or holds no image.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise IBSRError("input folder not found", root)
+    found = {}
+    for path in sorted(root.rglob("*.nii*")):
+        stem = path.name.split(".nii")[0]
+        if _ID_RE.match(stem) and path.name.endswith(_NIFTI_SUFFIXES) and stem not in found:
+            found[stem] = _subject(path.parent, "test", require_label=False, image=path)
+    if not found:
+        raise IBSRError("no images (ID.nii.gz, e.g. IBSR_02.nii.gz) found", root)
+    return [dataclasses.replace(s, label=None) for s in found.values()]
 
 
 def project_root(start: str | Path | None = None) -> Path | None:

@@ -127,10 +127,10 @@ def save_segmentation(
     out.header["cal_max"] = 0
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    nib.save(out, str(tmp) if out_path.suffix != ".gz" else str(tmp) + ".nii.gz")
-    written = tmp if out_path.suffix != ".gz" else Path(str(tmp) + ".nii.gz")
-    written.replace(out_path)
+    # Write beside the target, then rename: an interrupted save never leaves a half file.
+    tmp = out_path.with_name(f".partial-{out_path.name}")
+    nib.save(out, str(tmp))
+    tmp.replace(out_path)
     return out_path
 
 

@@ -1,0 +1,138 @@
+"""``ibsr-seg``: the course's code, headless, for instructors and GPU servers.
+
+Subcommands::
+
+    ibsr-seg demo-data --out DIR [--subjects N] [--seed S]
+    ibsr-seg train --config FILE [--profile quick|full] [--data DIR] [--out DIR] [--resume]
+                   [--set key=value ...]
+    ibsr-seg predict --run RUN_DIR [--run RUN_DIR ...] --input DIR --out DIR [--tta]
+    ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv]
+    ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR]
+
+Bad input (a missing folder, a corrupt file, a bad setting) prints one line naming the
+file and the problem, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ibsr_helpers.errors import IBSRError
+
+__all__ = ["main", "build_parser"]
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from ibsr_helpers.data import DEMO_DESCRIPTION
+    from ibsr_helpers.demo import make_demo_dataset
+
+    out = make_demo_dataset(args.out, n_subjects=args.subjects, seed=args.seed)
+    print(f"wrote {args.subjects} subjects of {DEMO_DESCRIPTION} to {out}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.data import describe_source, resolve_data_dir
+    from ibsr_helpers.training import train
+
+    config = load_config(args.config, args.profile, args.set or [])
+    data_dir, _ = resolve_data_dir(args.data)
+    out = Path(args.out) if args.out else Path("runs") / f"{config['name']}-{args.profile}"
+    print(f"training {config['model']['name']} ({args.profile}) on {describe_source(data_dir)}")
+    result = train(config, data_dir, out, resume=args.resume)
+    print(f"best validation mean Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
+          f"run folder {result.run_dir} ({result.seconds / 60:.1f} min)")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from ibsr_helpers.environment import get_device
+    from ibsr_helpers.inference import predict_folder
+
+    written = predict_folder(args.run, args.input, args.out, tta=args.tta,
+                             device=get_device(args.device))
+    print(f"wrote {len(written)} segmentations to {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ibsr_helpers.metrics import evaluate_folders, format_summary, write_metrics_csv
+
+    df = evaluate_folders(args.pred, args.gt)
+    if args.out:
+        write_metrics_csv(df, args.out)
+    print(format_summary(df))
+    if args.out:
+        print(f"per-subject metrics: {args.out}")
+
+
+def _notebooks(args: argparse.Namespace) -> None:
+    from ibsr_helpers.course import run_course
+
+    run_course(args.out, profile=args.profile, data_dir=args.data, only=args.only)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ibsr-seg`` argument parser."""
+    parser = argparse.ArgumentParser(prog="ibsr-seg", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write an IBSR-like demo set (MNI152-derived)")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--subjects", type=int, default=6, help="number of subjects (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("--config", required=True, help="configs/<model>.yaml")
+    p.add_argument("--profile", default="quick", help="profile in the config (quick|full)")
+    p.add_argument("--data", default=None, help="data folder (default: IBSR18_DIR, data/IBSR18, "
+                   "else demo data)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<name>-<profile>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="segment every image in a folder")
+    p.add_argument("--run", action="append", required=True,
+                   help="run folder; repeat for an ensemble")
+    p.add_argument("--input", required=True, help="folder with ID/ID.nii.gz images")
+    p.add_argument("--out", required=True, help="folder for ID_seg.nii.gz predictions")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="score predictions against labels")
+    p.add_argument("--pred", required=True, help="folder with predictions")
+    p.add_argument("--gt", required=True, help="folder with ID_seg.nii.gz labels")
+    p.add_argument("--out", default=None, help="CSV of per-subject metrics")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("notebooks", help="execute the course notebooks into a report folder")
+    p.add_argument("--profile", default="quick", help="quick (CPU) or full (GPU)")
+    p.add_argument("--out", default="reports", help="folder for executed notebooks")
+    p.add_argument("--data", default=None, help="data folder (default: found or demo)")
+    p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 00 01")
+    p.set_defaults(func=_notebooks)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ibsr-seg``; returns the exit status (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except IBSRError as exc:
+        print(f"ibsr-seg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ibsr-seg: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

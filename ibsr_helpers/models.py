@@ -1,0 +1,423 @@
+"""Model factory: every network of the course, 2D and 3D, built by name.
+
+The training engine never imports a network class itself; it asks ``build_model`` for one,
+``spatial_dims`` for how to feed it (slices or patches) and ``size_divisor`` for how much
+to pad the input. Extra keyword arguments (from a YAML config) go to the constructor.
+
+==================  ====  ===========================================================
+name                dims  network
+==================  ====  ===========================================================
+``unet2d``          2     smp ``Unet``, ResNet encoder (``encoder_name="resnet18"``)
+``efficientunet2d`` 2     smp ``Unet``, EfficientNet encoder (``"efficientnet-b0"``)
+``unet3d``          3     MONAI ``UNet`` with residual units
+``unetr``           3     MONAI ``UNETR`` (a ViT encoder; needs ``img_size``)
+``segresnet``       3     MONAI ``SegResNet``
+==================  ====  ===========================================================
+
+2.5D models are the 2D ones with ``in_channels = 2k + 1`` neighbouring slices.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+from torch import nn
+
+from ibsr_helpers.errors import IBSRError
+
+__all__ = [
+    "MODEL_NAMES",
+    "build_model",
+    "spatial_dims",
+    "size_divisor",
+    "count_parameters",
+    "import_smp",
+]
+
+# --------------------------------------------------------------------------- torchvision shim
+# The registry's torchvision wheel is a CUDA build. Next to the CPU torch its compiled ops
+# (``torchvision/_C``) cannot load, and ``import torchvision`` then dies in
+# ``_meta_registrations.py``, which registers fake kernels for ``torchvision::nms`` and
+# ``torchvision::qnms`` unconditionally ("operator torchvision::nms does not exist").
+# timm and segmentation_models_pytorch import torchvision, so they die too. Defining the two
+# schemas (as torchvision 0.28's compiled ``_C`` library declares them)
+# is enough for the import to succeed; the ops themselves stay unavailable, and no model
+# here uses them. Where torchvision works (a matching CUDA torch, Colab) nothing is done.
+_TORCHVISION_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+# Kept alive (also across importlib.reload / %autoreload): dropping it undefines the ops.
+_torchvision_library: torch.library.Library | None = globals().get("_torchvision_library")
+
+
+def _torchvision_op_exists(op: str) -> bool:
+    try:
+        getattr(torch.ops.torchvision, op)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _ensure_torchvision() -> None:
+    """Make ``import torchvision`` work; a no-op where it already does. Idempotent."""
+    global _torchvision_library
+    if "torchvision" in sys.modules:
+        return
+    try:
+        import torchvision  # noqa: F401
+        return
+    except ModuleNotFoundError:
+        return  # not installed: only the smp models will be missing
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    # Forget the half-imported package so the second import starts afresh.
+    for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+        del sys.modules[key]
+    missing = [s for s in _TORCHVISION_SCHEMAS if not _torchvision_op_exists(s.split("(")[0])]
+    if missing:
+        library = torch.library.Library("torchvision", "DEF")
+        for schema in missing:
+            library.define(schema)
+        _torchvision_library = library
+    import torchvision  # noqa: F401, F811
+
+
+def import_smp() -> ModuleType:
+    """Import ``segmentation_models_pytorch``, first making torchvision importable.
+
+    Returns:
+        The ``segmentation_models_pytorch`` module.
+
+    """
+    _ensure_torchvision()
+    import segmentation_models_pytorch
+
+    return segmentation_models_pytorch
+
+
+_ensure_torchvision()  # so timm / torchvision imported after this module work as well
+
+# --------------------------------------------------------------------------- pretrained weights
+_TRUE = {"1", "ON", "YES", "TRUE"}
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _offline_requested() -> bool:
+    from huggingface_hub import constants
+
+    env = any(
+        os.environ.get(var, "").strip().upper() in _TRUE
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Tell whether a TCP connection to the Hugging Face Hub opens within ``timeout`` s."""
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return True  # only the proxy knows; let the hub client try
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _with_pretrained_weights(
+    build: Callable[[], nn.Module], encoder: str, weights: Any
+) -> nn.Module:
+    """Run ``build`` (which downloads encoder weights), failing fast when it cannot.
+
+    Offline (``HF_HUB_OFFLINE=1``) or with the Hub unreachable, the hub client is put in
+    offline mode, so weights already in the local cache still load and nothing retries.
+    """
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    if _offline_requested() or not _hub_reachable():
+        constants.HF_HUB_OFFLINE = True  # read by huggingface_hub at every request
+    try:
+        return build()
+    except OSError as exc:  # every huggingface_hub download error is an OSError
+        raise IBSRError(
+            f"pretrained encoder weights for {encoder!r} ({weights}) could not be downloaded; "
+            "set encoder_weights: null, or run where the internet is reachable "
+            f"({type(exc).__name__})"
+        ) from exc
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+# --------------------------------------------------------------------------- builders
+def _smp_unet(
+    in_channels: int,
+    out_channels: int,
+    encoder_name: str,
+    encoder_weights: str | bool | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    smp = import_smp()
+    if not (encoder_name.startswith("tu-") or encoder_name in smp.encoders.get_encoder_names()):
+        raise IBSRError(
+            f"encoder_name {encoder_name!r} is not an encoder of segmentation_models_pytorch "
+            "(see segmentation_models_pytorch.encoders.get_encoder_names())"
+        )
+
+    def build() -> nn.Module:
+        return smp.Unet(
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=out_channels,
+            **kwargs,
+        )
+
+    if encoder_weights is None or encoder_weights is False:
+        return build()
+    return _with_pretrained_weights(build, encoder_name, encoder_weights)
+
+
+def _unet2d(
+    in_channels: int, out_channels: int, encoder_name: str = "resnet18", **kwargs: Any
+) -> nn.Module:
+    """Build an smp ``Unet`` with a ResNet encoder (14.3 M parameters for ``resnet18``)."""
+    return _smp_unet(in_channels, out_channels, encoder_name, **kwargs)
+
+
+def _efficientunet2d(
+    in_channels: int, out_channels: int, encoder_name: str = "efficientnet-b0", **kwargs: Any
+) -> nn.Module:
+    """Build an smp ``Unet`` with an EfficientNet encoder, 6.3 M parameters for ``b0``.
+
+    smp 0.6 ships ``efficientnet-b0`` … ``-b7`` itself and ``timm-efficientnet-b0`` …
+    ``-b8`` / ``-l2`` through timm; neither needs an extra package.
+    """
+    return _smp_unet(in_channels, out_channels, encoder_name, **kwargs)
+
+
+def _unet3d(
+    in_channels: int,
+    out_channels: int,
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256),
+    strides: tuple[int, ...] | None = None,
+    num_res_units: int = 2,
+    dropout: float = 0.0,
+    norm: str | tuple = "instance",
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a MONAI ``UNet`` (4.8 M parameters); ``strides`` default to 2 between levels."""
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=_unet3d_strides(channels, strides),
+        num_res_units=num_res_units,
+        dropout=dropout,
+        norm=norm,
+        **kwargs,
+    )
+
+
+def _unetr(
+    in_channels: int,
+    out_channels: int,
+    img_size: int | tuple[int, ...] | None = None,
+    feature_size: int = 16,
+    hidden_size: int = 384,
+    mlp_dim: int = 1536,
+    num_heads: int = 6,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a MONAI ``UNETR`` with a ViT-Small-sized encoder (26 M parameters).
+
+    MONAI's defaults (768 / 3072 / 12 heads, ViT-Base) give 92 M parameters.
+
+    ``img_size`` is the patch the model is trained on; each side must be divisible by 16
+    (the ViT patch size). Attention needs the ``einops`` package.
+    """
+    from monai.networks.nets import UNETR
+
+    if img_size is None:
+        raise IBSRError(
+            "model 'unetr' needs img_size: the training patch size, e.g. [96, 96, 96]"
+        )
+    sides = (img_size,) * 3 if isinstance(img_size, int) else tuple(img_size)
+    if any(side % _UNETR_PATCH for side in sides):
+        raise IBSRError(f"img_size {list(sides)} of model 'unetr' must be divisible by 16")
+    return UNETR(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        img_size=sides,
+        feature_size=feature_size,
+        hidden_size=hidden_size,
+        mlp_dim=mlp_dim,
+        num_heads=num_heads,
+        spatial_dims=3,
+        **kwargs,
+    )
+
+
+def _segresnet(
+    in_channels: int,
+    out_channels: int,
+    init_filters: int = 16,
+    blocks_down: tuple[int, ...] = (1, 2, 2, 4),
+    blocks_up: tuple[int, ...] = (1, 1, 1),
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a MONAI ``SegResNet`` (Myronenko 2018 without the VAE branch), 4.7 M parameters."""
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        init_filters=init_filters,
+        blocks_down=blocks_down,
+        blocks_up=blocks_up,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------- size divisors
+_UNETR_PATCH = 16
+
+
+def _unet3d_strides(channels: Any, strides: Any) -> tuple:
+    return tuple(strides) if strides is not None else (2,) * (len(channels) - 1)
+
+
+def _unet3d_divisor(kwargs: dict[str, Any]) -> int:
+    channels = kwargs.get("channels", (16, 32, 64, 128, 256))
+    per_axis = [1, 1, 1]
+    for stride in _unet3d_strides(channels, kwargs.get("strides")):
+        steps = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        per_axis = [a * s for a, s in zip(per_axis, steps, strict=True)]
+    return math.lcm(*per_axis)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    build: Callable[..., nn.Module]
+    dims: int
+    divisor: Callable[[dict[str, Any]], int]
+
+
+_REGISTRY: dict[str, _Spec] = {
+    "unet2d": _Spec(_unet2d, 2, lambda kw: 2 ** int(kw.get("encoder_depth", 5))),
+    "efficientunet2d": _Spec(_efficientunet2d, 2, lambda kw: 2 ** int(kw.get("encoder_depth", 5))),
+    "unet3d": _Spec(_unet3d, 3, _unet3d_divisor),
+    "unetr": _Spec(_unetr, 3, lambda kw: _UNETR_PATCH),
+    "segresnet": _Spec(
+        _segresnet, 3, lambda kw: 2 ** (len(kw.get("blocks_down", (1, 2, 2, 4))) - 1)
+    ),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+# --------------------------------------------------------------------------- public API
+def _spec(name: str) -> _Spec:
+    if name not in _REGISTRY:
+        raise IBSRError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    return _REGISTRY[name]
+
+
+def _tuples(value: Any) -> Any:
+    """YAML gives lists where MONAI wants tuples: convert, recursively."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def build_model(name: str, in_channels: int = 1, out_channels: int = 4, **kwargs: Any) -> nn.Module:
+    """Build a segmentation network by name, with randomly initialised weights by default.
+
+    Args:
+        name: One of ``MODEL_NAMES``.
+        in_channels: Input channels: 1 for one slice or volume, ``2k + 1`` for 2.5D.
+        out_channels: Classes predicted (4: background, CSF, GM, WM).
+        **kwargs: Passed to the constructor (lists become tuples), e.g. ``encoder_name``,
+            ``encoder_weights="imagenet"`` (2D), ``channels``, ``strides``,
+            ``num_res_units``, ``dropout``, ``norm`` (``unet3d``), ``img_size``,
+            ``feature_size``, ``hidden_size``, ``mlp_dim``, ``num_heads`` (``unetr``),
+            ``init_filters``, ``blocks_down``, ``blocks_up`` (``segresnet``).
+
+    Returns:
+        A ``torch.nn.Module`` mapping ``(B, in_channels, *spatial)`` to logits
+        ``(B, out_channels, *spatial)``; ``spatial`` is ``(H, W)`` or ``(D, H, W)``.
+
+    Raises:
+        IBSRError: Unknown name, a setting the network does not accept or cannot use,
+            or pretrained weights that cannot be downloaded.
+
+    Example:
+        >>> model = build_model("unet3d", channels=[8, 16, 32], strides=[2, 2])
+
+    """
+    spec = _spec(name)
+    for setting, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise IBSRError(
+                f"{setting} of model {name!r} must be a positive integer, got {value!r}"
+            )
+    try:
+        return spec.build(in_channels, out_channels, **_tuples(kwargs))
+    except ImportError as exc:  # e.g. UNETR's attention needs einops
+        reason = str(exc).strip().splitlines()[0]
+        raise IBSRError(f"model {name!r} needs a package that is not installed: {reason}") from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        raise IBSRError(f"model {name!r} could not be built with {kwargs}: {exc}") from exc
+
+
+def spatial_dims(name: str) -> int:
+    """Return 2 for slice models (fed ``(B, C, H, W)``), 3 for volume ones (``(B, C, D, H, W)``).
+
+    Raises:
+        IBSRError: Unknown name.
+
+    """
+    return _spec(name).dims
+
+
+def size_divisor(name: str, **kwargs: Any) -> int:
+    """Return the factor every spatial input size must be divisible by (pad inputs to it).
+
+    Args:
+        name: One of ``MODEL_NAMES``.
+        **kwargs: The same keyword arguments as given to ``build_model``.
+
+    Returns:
+        ``2 ** encoder_depth`` (32) for the smp U-Nets, the product of ``strides`` (16) for
+        ``unet3d``, ``2 ** (len(blocks_down) - 1)`` (8) for ``segresnet``, 16 for ``unetr``.
+
+    Raises:
+        IBSRError: Unknown name.
+
+    """
+    return _spec(name).divisor(kwargs)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Count the parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ibsr_helpers.config import load_config
+from ibsr_helpers.errors import IBSRError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_every_config_loads_and_builds(path, profile):
+    from ibsr_helpers.inference import model_in_channels, model_kwargs
+    from ibsr_helpers.models import build_model, spatial_dims
+
+    cfg = load_config(path, profile)
+    assert cfg["profile"] == profile
+    dims = spatial_dims(cfg["model"]["name"])
+    assert (dims == 2) == (cfg["data"]["mode"] == "slices")
+    build_model(cfg["model"]["name"], model_in_channels(cfg), 4, **model_kwargs(cfg))
+
+
+def test_profile_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {name: unet2d}\ntrain: {epochs: 9}\nprofiles:\n  quick: {train: {epochs: 2}}\n")
+    cfg = load_config(f, "quick", ["train.batch_size=3", "data.plane=axial", "optim.lr=1e-4"])
+    assert cfg["train"]["epochs"] == 2 and cfg["train"]["batch_size"] == 3
+    assert cfg["data"]["plane"] == "axial" and cfg["optim"]["lr"] == 1e-4
+    assert cfg["train"]["steps_per_epoch"] == 50  # default kept
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("model: [unclosed", "not valid YAML"),
+    ("- a\n- b\n", "must hold a mapping"),
+    ("data: {plane: oblique}\nprofiles: {quick: {}}", "data.plane"),
+])
+def test_bad_config_names_file(tmp_path, text, match):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(IBSRError, match=match) as err:
+        load_config(f, "quick")
+    assert "bad.yaml" in str(err.value)
+
+
+def test_unknown_profile(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("profiles: {quick: {}}\n")
+    with pytest.raises(IBSRError, match="unknown profile 'full'"):
+        load_config(f, "full")
+    with pytest.raises(IBSRError, match="key.sub=value"):
+        load_config(f, "quick", ["nonsense"])

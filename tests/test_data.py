@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ibsr_helpers import data
+from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.transforms import minmax, zscore
+
+
+def test_discover_course_layout(data_root):
+    subjects = data.discover(data_root)
+    splits = {s.split for s in subjects}
+    assert splits == {"train", "val", "test"}
+    for s in subjects:
+        assert s.shape == (256, 128, 256)
+        assert s.spacing[1] == pytest.approx(1.5)
+        assert (s.label is None) == (s.split == "test")
+    if not data.is_demo_data(data_root):
+        ids = {s.split: [x.id for x in subjects if x.split == s.split] for s in subjects}
+        assert ids["val"] == ["IBSR_11", "IBSR_12", "IBSR_13", "IBSR_14", "IBSR_17"]
+        assert len(ids["train"]) == 10 and len(ids["test"]) == 3
+        assert "IBSR18" in data.describe_source(data_root)
+    else:
+        assert "demo data (MNI152-derived), not IBSR18" in data.describe_source(data_root)
+
+
+def _flat_copy(root: Path, dest: Path, ids: list[str]) -> None:
+    for s in data.discover(root):
+        if s.id in ids:
+            (dest / s.id).mkdir(parents=True)
+            for p in (s.image, s.label):
+                if p is not None:
+                    (dest / s.id / p.name).symlink_to(p)
+
+
+def test_discover_flat_layout_uses_course_split(ibsr_root, tmp_path):
+    _flat_copy(ibsr_root, tmp_path, ["IBSR_01", "IBSR_11", "IBSR_02"])
+    got = {s.id: s.split for s in data.discover(tmp_path)}
+    assert got == {"IBSR_01": "train", "IBSR_11": "val", "IBSR_02": "test"}
+
+
+def test_load_subject_types_and_affine(data_root):
+    s = data.discover(data_root, splits=["train"])[0]
+    v = data.load_subject(s)
+    assert v.image.dtype == np.float32 and v.image.shape == (256, 128, 256)
+    assert v.label.dtype == np.uint8 and set(np.unique(v.label)) <= {0, 1, 2, 3}
+    assert v.affine.shape == (4, 4)
+    np.testing.assert_allclose(np.abs(np.diag(v.affine))[:3], s.spacing, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+def test_normalisation_aligns_ibsr11_with_others(ibsr_root, method):
+    """IBSR_11 reaches ~1289 while most subjects top out at 80-300; after normalisation
+    its tissue intensities must line up with the others' (median per tissue within the
+    spread of the other subjects)."""
+    subjects = [s for s in data.discover(ibsr_root) if s.label is not None]
+    medians_raw, medians = {}, {}
+    for s in subjects:
+        v = data.load_subject(s)
+        norm = data.load_subject(s, normalize=method).image
+        medians_raw[s.id] = [float(np.median(v.image[v.label == k])) for k in (1, 2, 3)]
+        medians[s.id] = [float(np.median(norm[v.label == k])) for k in (1, 2, 3)]
+    others_raw = np.array([m for k, m in medians_raw.items() if k != "IBSR_11"])
+    others = np.array([m for k, m in medians.items() if k != "IBSR_11"])
+    # Raw: IBSR_11's WM median lies far outside the others' range.
+    assert medians_raw["IBSR_11"][2] > 2 * others_raw[:, 2].max()
+    # Normalised: each tissue median within the others' range widened by one sd.
+    for t in range(3):
+        lo = others[:, t].min() - others[:, t].std()
+        hi = others[:, t].max() + others[:, t].std()
+        assert lo <= medians["IBSR_11"][t] <= hi, (t, medians["IBSR_11"][t], lo, hi)
+        # and tissue order is kept: CSF < GM < WM
+    assert medians["IBSR_11"][0] < medians["IBSR_11"][1] < medians["IBSR_11"][2]
+
+
+def test_normalisation_properties():
+    rng = np.random.default_rng(0)
+    img = np.zeros((20, 20, 20), np.float32)
+    img[5:15, 5:15, 5:15] = rng.normal(500, 50, (10, 10, 10))
+    z = zscore(img)
+    brain = img > 0
+    assert abs(float(z[brain].mean())) < 0.05 and abs(float(z[brain].std()) - 1) < 0.05
+    assert (z[~brain] == 0).all()
+    m = minmax(img)
+    assert m.min() == 0 and m.max() == pytest.approx(1.0) and (m[~brain] == 0).all()
+    from ibsr_helpers.transforms import normalize
+
+    with pytest.raises(IBSRError, match="unknown normalisation"):
+        normalize(img, "whiten")
+
+
+# --- bad input: one IBSRError naming the file ---------------------------------------------
+
+
+def _make_subject(root: Path, sid: str = "IBSR_01", split_dir: str = "Training_Set",
+                  image: np.ndarray | None = None, label: np.ndarray | bool | None = None,
+                  label_affine: np.ndarray | None = None) -> Path:
+    folder = root / "TrainingValidationTestSets" / split_dir / sid
+    folder.mkdir(parents=True)
+    affine = np.diag([1.0, 1.5, 1.0, 1.0])
+    img = image if image is not None else np.pad(np.full((6, 6, 6), 100, np.int16), 2)
+    nib.save(nib.Nifti1Image(img, affine), str(folder / f"{sid}.nii.gz"))
+    if label is not False:  # False means: no label file
+        lab = label if label is not None else (img > 0).astype(np.uint8) * 2
+        nib.save(nib.Nifti1Image(lab, label_affine if label_affine is not None else affine),
+                 str(folder / f"{sid}_seg.nii.gz"))
+    return folder
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(IBSRError, match="data folder not found") as err:
+        data.discover(tmp_path / "nowhere")
+    assert "nowhere" in str(err.value)
+
+
+def test_no_subjects(tmp_path):
+    with pytest.raises(IBSRError, match="no subjects found"):
+        data.discover(tmp_path)
+
+
+def test_training_subject_without_label(tmp_path):
+    _make_subject(tmp_path, label=False)
+    with pytest.raises(IBSRError, match="has no label file") as err:
+        data.discover(tmp_path)
+    assert "IBSR_01" in str(err.value)
+
+
+def test_corrupt_image_names_file(tmp_path):
+    folder = _make_subject(tmp_path)
+    (folder / "IBSR_01.nii.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(IBSRError) as err:
+        data.discover(tmp_path)  # the header is read while discovering
+    assert "IBSR_01.nii.gz" in str(err.value)
+
+
+def test_truncated_label_names_file(tmp_path):
+    folder = _make_subject(tmp_path, image=np.pad(np.random.default_rng(0).integers(
+        1, 500, (40, 40, 40)).astype(np.int16), 2))
+    seg = folder / "IBSR_01_seg.nii.gz"
+    seg.write_bytes(seg.read_bytes()[:200])
+    with pytest.raises(IBSRError) as err:
+        data.load_subject(data.discover(tmp_path)[0])
+    assert "IBSR_01_seg.nii.gz" in str(err.value)
+
+
+def test_shape_mismatch(tmp_path):
+    _make_subject(tmp_path, label=np.zeros((9, 9, 9), np.uint8))
+    with pytest.raises(IBSRError, match="does not match image shape") as err:
+        data.load_subject(data.discover(tmp_path)[0])
+    assert "IBSR_01_seg" in str(err.value)
+
+
+def test_affine_mismatch(tmp_path):
+    _make_subject(tmp_path, label_affine=np.diag([1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(IBSRError, match="affine does not match"):
+        data.load_subject(data.discover(tmp_path)[0])
+
+
+def test_label_out_of_range(tmp_path):
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[3, 3, 3] = 7
+    _make_subject(tmp_path, label=lab)
+    with pytest.raises(IBSRError, match=r"label values \[7\] outside 0-3") as err:
+        data.load_subject(data.discover(tmp_path)[0])
+    assert "IBSR_01_seg.nii.gz" in str(err.value)
+
+
+def test_nan_intensity(tmp_path):
+    img = np.pad(np.full((6, 6, 6), 100, np.float32), 2)
+    img[4, 4, 4] = np.nan
+    _make_subject(tmp_path, image=img, label=np.zeros((10, 10, 10), np.uint8))
+    with pytest.raises(IBSRError, match="non-finite") as err:
+        data.load_subject(data.discover(tmp_path)[0])
+    assert "IBSR_01.nii.gz" in str(err.value)
+
+
+def test_find_data_dir_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("IBSR18_DIR", str(tmp_path / "missing"))
+    with pytest.raises(IBSRError, match="IBSR18_DIR"):
+        data.find_data_dir()
+    monkeypatch.setenv("IBSR18_DIR", str(tmp_path))
+    assert data.find_data_dir() == tmp_path
+
+
+def test_find_images_any_depth(any_root, tmp_path):
+    src = data.discover(any_root, splits=["test"])[0]
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(src.image, tmp_path / "a" / "b" / src.image.name)
+    found = data.find_images(tmp_path)
+    assert [s.id for s in found] == [src.id] and found[0].label is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(IBSRError, match="no images"):
+        data.find_images(empty)

@@ -1,0 +1,150 @@
+"""Tests for ibsr_helpers.models: every network builds, runs and is sized by its settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ibsr_helpers import models
+from ibsr_helpers.errors import IBSRError
+
+# Tiny inputs: the smallest the deepest default network accepts (2D: 32, 3D: 16).
+INPUTS = {2: (2, 1, 64, 64), 3: (2, 1, 32, 32, 32)}
+EXTRA = {"unetr": {"img_size": (32, 32, 32)}}
+
+
+def _forward(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(torch.randn(shape))
+
+
+def test_model_names_match_the_course() -> None:
+    assert set(models.MODEL_NAMES) == {"unet2d", "efficientunet2d", "unet3d", "unetr", "segresnet"}
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_every_model_builds_and_keeps_the_spatial_shape(name: str) -> None:
+    dims = models.spatial_dims(name)
+    model = models.build_model(name, in_channels=1, out_channels=4, **EXTRA.get(name, {}))
+    shape = INPUTS[dims]
+    assert all(side % models.size_divisor(name, **EXTRA.get(name, {})) == 0 for side in shape[2:])
+    out = _forward(model, shape)
+    assert out.shape == (2, 4, *shape[2:])
+    assert torch.isfinite(out).all()
+    assert models.count_parameters(model) > 100_000
+
+
+def test_spatial_dims() -> None:
+    assert {n: models.spatial_dims(n) for n in models.MODEL_NAMES} == {
+        "unet2d": 2, "efficientunet2d": 2, "unet3d": 3, "unetr": 3, "segresnet": 3,
+    }
+
+
+@pytest.mark.parametrize("name", ["unet2d", "efficientunet2d"])
+def test_two_and_a_half_d_takes_neighbouring_slices(name: str) -> None:
+    model = models.build_model(name, in_channels=5, out_channels=4)
+    assert _forward(model, (2, 5, 64, 64)).shape == (2, 4, 64, 64)
+    with pytest.raises(RuntimeError):  # the first convolution really expects 5 channels
+        _forward(model, (2, 1, 64, 64))
+
+
+def test_size_divisor_follows_the_settings() -> None:
+    assert models.size_divisor("unet2d") == 32
+    assert models.size_divisor("unet2d", encoder_depth=4) == 16
+    assert models.size_divisor("efficientunet2d") == 32
+    assert models.size_divisor("unet3d") == 16
+    assert models.size_divisor("unet3d", channels=[8, 16, 32]) == 4
+    assert models.size_divisor("unet3d", channels=[8, 16, 32], strides=[2, 3]) == 6
+    assert models.size_divisor("unet3d", channels=[8, 16, 32], strides=[[2, 2, 1], [2, 2, 1]]) == 4
+    assert models.size_divisor("segresnet") == 8
+    assert models.size_divisor("segresnet", blocks_down=[1, 2, 2]) == 4
+    assert models.size_divisor("unetr", img_size=[32, 32, 32]) == 16
+
+
+def test_size_divisor_is_what_the_network_needs() -> None:
+    # Sides that are multiples of the divisor work; one that is not breaks the skips.
+    small = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
+    model = models.build_model("unet3d", **small)
+    k = models.size_divisor("unet3d", **small)
+    assert _forward(model, (1, 1, k, k, 2 * k)).shape == (1, 4, k, k, 2 * k)
+    with pytest.raises(RuntimeError):
+        _forward(model, (1, 1, k, k, k + 2))
+
+
+def test_kwargs_reach_the_constructor() -> None:
+    default = models.count_parameters(models.build_model("unet3d"))
+    # YAML gives lists; MONAI wants tuples.
+    small = models.build_model("unet3d", channels=[8, 16, 32], strides=[2, 2], num_res_units=1)
+    assert models.count_parameters(small) < default / 10
+    assert _forward(small, (1, 1, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
+    wider = models.build_model("segresnet", init_filters=32)
+    assert models.count_parameters(wider) > 3 * models.count_parameters(
+        models.build_model("segresnet")
+    )
+    unetr = models.build_model("unetr", img_size=[32, 32, 32], hidden_size=96, mlp_dim=192,
+                               num_heads=4, feature_size=8)
+    assert models.count_parameters(unetr) < 5_000_000
+    resnet34 = models.build_model("unet2d", encoder_name="resnet34")
+    assert models.count_parameters(resnet34) > models.count_parameters(
+        models.build_model("unet2d")
+    )
+
+
+def test_out_channels_and_dropout_reach_the_network() -> None:
+    model = models.build_model("unet3d", out_channels=2, channels=[4, 8], strides=[2],
+                               dropout=0.5)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
+    assert _forward(model, (1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(IBSRError, match="unknown model 'unet4d'.*unet2d.*segresnet"):
+        models.build_model("unet4d")
+    with pytest.raises(IBSRError, match="unknown model"):
+        models.spatial_dims("unet4d")
+    with pytest.raises(IBSRError, match="unknown model"):
+        models.size_divisor("unet4d")
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("unet3d", {"chanels": [8, 16]}, "chanels"),
+        ("unetr", {}, "img_size"),
+        ("unetr", {"img_size": [32, 32, 40]}, "divisible by 16"),
+        ("unet2d", {"encoder_name": "resnet19"}, "resnet19"),
+        ("segresnet", {"in_channels": 0}, "in_channels"),
+    ],
+)
+def test_bad_settings_raise_ibsr_error(name: str, kwargs: dict, match: str) -> None:
+    with pytest.raises(IBSRError, match=match):
+        models.build_model(name, **kwargs)
+
+
+def test_torchvision_imports_after_the_models_module() -> None:
+    code = (
+        "import ibsr_helpers.models as m; import torchvision, timm; "
+        "m._ensure_torchvision(); m._ensure_torchvision(); "
+        "smp = m.import_smp(); print(torchvision.__version__, smp.__version__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_offline_pretrained_weights_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached here
+    before = constants.HF_HUB_OFFLINE
+    start = time.perf_counter()
+    with pytest.raises(IBSRError, match="resnet18.*could not be downloaded.*encoder_weights"):
+        models.build_model("unet2d", encoder_weights="imagenet")
+    assert time.perf_counter() - start < 10
+    assert constants.HF_HUB_OFFLINE == before  # the offline switch is put back
