@@ -39,6 +39,7 @@ __all__ = [
     "LABELS",
     "TISSUES",
     "SPLITS",
+    "PLANE_AXIS",
     "COURSE_SPLIT",
     "DEMO_MARKER",
     "Subject",
@@ -58,6 +59,9 @@ __all__ = [
 LABELS: dict[int, str] = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 #: The three tissues scored by every metric, in label order.
 TISSUES: tuple[str, ...] = ("CSF", "GM", "WM")
+#: Plane name -> the voxel axis slices are taken along. IBSR18 voxels are RAS-ordered
+#: (X right-left, Y anterior-posterior at 1.5 mm, Z inferior-superior).
+PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 #: Split names used throughout the package.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_DIRS: dict[str, str] = {"Training_Set": "train", "Validation_Set": "val", "Test_Set": "test"}

@@ -21,7 +21,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 
-from ibsr_helpers.data import Volume
+from ibsr_helpers.data import PLANE_AXIS, Volume
 from ibsr_helpers.errors import IBSRError
 
 __all__ = [
@@ -39,8 +39,6 @@ __all__ = [
     "build_train_dataset",
 ]
 
-#: Plane name -> the voxel axis slices are taken along.
-PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
 @dataclass(frozen=True)
@@ -321,7 +319,7 @@ class PatchDataset(_Augmented):
             self.crop = mt.RandSpatialCropSamplesd(keys, roi_size=self.patch_size, num_samples=n,
                                                    random_size=False)
         elif sampler == "foreground":
-            pre = mt.FgBgToIndicesd("label", output_prefix="label")
+            pre = mt.FgBgToIndicesd("label")
             for item in self.items:
                 item.update(pre(item))
             self.crop = mt.RandCropByPosNegLabeld(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ibsr_helpers.data import Volume, find_images, load_subject
+from ibsr_helpers.data import PLANE_AXIS, Volume, find_images, load_subject
 from ibsr_helpers.datasets import Box, roi_box, slice_stack
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
@@ -61,8 +61,9 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        """Where the model's weights live."""
-        return next(self.model.parameters()).device
+        """Where the model's weights live (CPU for a model without parameters)."""
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
 
 
 def model_in_channels(config: dict[str, Any]) -> int:
@@ -136,8 +137,6 @@ def _forward(run: Run, cropped: np.ndarray) -> torch.Tensor:
     d = cfg["data"]
     with _autocast(device):
         if d["mode"] == "slices":
-            from ibsr_helpers.datasets import PLANE_AXIS
-
             stack = torch.from_numpy(slice_stack(cropped, d["plane"], int(d["context"])))
             bs = int(cfg["inference"].get("batch_size", 16))
             outs = []

@@ -1,0 +1,204 @@
+"""Time and memory of training steps and inference: what a model costs before you train it.
+
+Used by notebook 04 (the per-model cost table) and ``benchmarks/bench_models.py``.
+
+Peak memory is the device's on CUDA (``torch.cuda.max_memory_allocated``) and the
+process's peak resident set size (RSS) on the CPU. On Linux the RSS peak is reset
+before each measurement (``/proc/self/clear_refs``), so one process can measure several
+models in turn; elsewhere a background thread samples the RSS every 5 ms instead.
+
+Example:
+    >>> with PeakMemory(device) as peak:
+    ...     model(x).sum().backward()
+    >>> peak.mb
+    1834.2
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["PeakMemory", "hardware_summary", "rss_mb", "time_train_steps"]
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def rss_mb() -> float:
+    """The process's current resident set size in MB (psutil)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _vm_hwm_mb() -> float | None:
+    """Peak RSS since the last reset (Linux ``VmHWM``), or None where unavailable."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_vm_hwm() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")  # Linux >= 4.0: reset VmHWM to the current RSS
+    except OSError:
+        return False
+    return True
+
+
+class PeakMemory:
+    """Context manager measuring the peak memory of the code it wraps.
+
+    Args:
+        device: On CUDA the peak allocated by torch on that device; otherwise the
+            process's peak RSS (everything the process holds, Python included).
+
+    Attributes:
+        mb: The peak in MB (set on exit).
+        kind: ``"cuda allocated"`` or ``"process RSS"``.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.mb = float("nan")
+        self.kind = "cuda allocated" if self.device.type == "cuda" else "process RSS"
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._sampled = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._sampled = max(self._sampled, rss_mb())
+            time.sleep(0.005)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif not (_reset_vm_hwm() and _vm_hwm_mb() is not None):
+            self._sampled = rss_mb()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.mb = max(self._sampled, rss_mb())
+        else:
+            self.mb = float(_vm_hwm_mb() or float("nan"))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_train_steps(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batches: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    steps: int = 5,
+    warmup: int = 1,
+    amp: bool | None = None,
+    lr: float = 1e-3,
+) -> dict[str, float]:
+    """Time full training steps (forward, loss, backward, AdamW update) of a model.
+
+    Args:
+        model: The network, already on its device (its weights are updated).
+        loss_fn: ``loss(logits, label)``.
+        batches: Called once per step for ``(image, label)`` already on the device: a
+            loader's next batch (includes the loading time) or the same tensors again
+            (the model's time alone).
+        steps: Timed steps.
+        warmup: Untimed steps first (allocator, cuDNN autotuning, lazy init).
+        amp: bf16 autocast; default on CUDA only, as the engine does.
+        lr: AdamW learning rate.
+
+    Returns:
+        ``{"step_s": mean seconds per step, "peak_mb": peak memory, "batch": items per step}``.
+    """
+    device = next(model.parameters()).device
+    amp = device.type == "cuda" if amp is None else amp
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+
+    def step() -> int:
+        image, label = batches()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(image)
+        loss = loss_fn(logits.float(), label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return int(image.shape[0])
+
+    for _ in range(warmup):
+        step()
+    with PeakMemory(device) as peak:
+        _sync(device)
+        start = time.perf_counter()
+        n = sum(step() for _ in range(steps))
+        _sync(device)
+        seconds = (time.perf_counter() - start) / max(steps, 1)
+    return {"step_s": seconds, "peak_mb": peak.mb, "batch": n / max(steps, 1)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_summary() -> dict[str, Any]:
+    """CPU model and cores, memory, GPU, and the versions that matter for speed.
+
+    Returns:
+        A flat dict (``cpu``, ``cores``, ``torch_threads``, ``memory_gb``, ``gpu``,
+        ``python``, ``torch``, ``monai``, ``cuda``, ``platform``).
+    """
+    import monai
+    import psutil
+
+    gpu = "none"
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = f"{props.name} ({props.total_memory / 2**30:.0f} GiB) x{torch.cuda.device_count()}"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return {
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": gpu,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "cuda": torch.version.cuda or "none",
+        "platform": platform.platform(),
+    }

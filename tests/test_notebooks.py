@@ -1,0 +1,54 @@
+"""Every course notebook runs top to bottom (papermill), as `make course` runs it.
+
+00 and 01 run in their real (quick) profile on each data set; the training notebooks run
+in the `smoke` profile (one tiny epoch) so the suite stays within its time budget; the
+quick-profile training numbers are checked by tests/test_acceptance.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ibsr_helpers.course import notebook_paths, run_notebook
+
+NOTEBOOKS = {p.name[:2]: p for p in notebook_paths(Path(__file__).parents[1] / "notebooks")}
+
+
+def _outputs_text(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    chunks = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            chunks.append("".join(out.get("text", "")))
+            chunks.append("".join(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(chunks)
+
+
+def test_notebooks_committed_without_outputs():
+    for path in NOTEBOOKS.values():
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") for c in code), path.name
+        tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1 and "PROFILE" in "".join(tagged[0]["source"]), path.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", ["00", "01"])
+def test_setup_and_exploration_notebooks(number, data_root, tmp_path):
+    out = run_notebook(NOTEBOOKS[number], tmp_path, {"PROFILE": "quick", "DATA_DIR": str(data_root)})
+    text = _outputs_text(out)
+    if "demo" in str(data_root):
+        assert "demo data (MNI152-derived), not IBSR18" in text
+    else:
+        assert "IBSR18" in text and "not IBSR18" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", sorted(n for n in NOTEBOOKS if n not in ("00", "01")))
+def test_training_notebooks_smoke(number, any_root, tmp_path):
+    out = run_notebook(NOTEBOOKS[number], tmp_path, {"PROFILE": "smoke", "DATA_DIR": str(any_root)})
+    assert out.is_file()

@@ -1,0 +1,125 @@
+"""The engine on a tiny config: checkpoints, curves, MLflow, and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ibsr_helpers import training
+from ibsr_helpers.config import load_config
+from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.inference import load_run
+
+TINY = {
+    "name": "tiny",
+    "model": {"name": "unet2d", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+    "data": {"mode": "slices", "plane": "coronal"},
+    "optim": {"lr": 0.003, "warmup_epochs": 0.5},
+    "train": {"epochs": 3, "steps_per_epoch": 3, "batch_size": 2, "val_every": 3,
+              "max_val_subjects": 1},
+    "tracking": "mlflow",
+}
+
+
+def _config(**overrides):
+    return load_config(TINY, None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+class _KillAfter(torch.nn.Module):
+    """Wraps the loss and raises KeyboardInterrupt at its n-th call (a Colab disconnect)."""
+
+    def __init__(self, loss: torch.nn.Module, n: int) -> None:
+        super().__init__()
+        self.loss, self.n, self.calls = loss, n, 0
+
+    def forward(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.loss(*args)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    return training.train(_config(), demo_root, out, progress=False)
+
+
+def test_run_folder_contents(uninterrupted):
+    run = uninterrupted.run_dir
+    for name in ("config.json", "history.json", "last.pt", "best.pt", "curves.png",
+                 "val_overlay.png", "tracking.json"):
+        assert (run / name).is_file(), name
+    h = json.loads((run / "history.json").read_text())
+    assert h["epoch"] == [0, 1, 2] and h["val_epoch"] == [2]
+    assert 0 <= h["val_mean_dice"][0] <= 1
+    # checkpoints load with weights_only=True, config beside them as JSON
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+    assert load_run(run).config["model"]["encoder_depth"] == 3
+
+
+def test_mlflow_holds_params_metrics_artifacts(uninterrupted):
+    from mlflow.tracking import MlflowClient
+
+    info = json.loads((uninterrupted.run_dir / "tracking.json").read_text())
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert run.data.params["model.name"] == "unet2d"
+    assert run.data.params["train.epochs"] == "3"
+    history = client.get_metric_history(info["run_id"], "train_loss")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert client.get_metric_history(info["run_id"], "val_mean_dice")
+    names = {a.path for a in client.list_artifacts(info["run_id"])}
+    assert {"best.pt", "curves.png", "val_overlay.png", "config.json"} <= names
+
+
+def test_resume_after_kill_matches_uninterrupted_run(uninterrupted, demo_root, tmp_path,
+                                                      monkeypatch):
+    out = tmp_path / "killed"
+    real_build_loss = training.build_loss
+    # Kill in the middle of epoch 2 (calls 1-3 are epoch 1, call 5 is epoch 2's second step).
+    monkeypatch.setattr(training, "build_loss", lambda **kw: _KillAfter(real_build_loss(**kw), 5))
+    with pytest.raises(KeyboardInterrupt):
+        training.train(_config(), demo_root, out, progress=False)
+    assert json.loads((out / "history.json").read_text())["epoch"] == [0]
+    run_id = json.loads((out / "tracking.json").read_text())["run_id"]
+
+    monkeypatch.setattr(training, "build_loss", real_build_loss)
+    with pytest.raises(IBSRError, match="--resume"):
+        training.train(_config(), demo_root, out, progress=False)
+    resumed = training.train(_config(), demo_root, out, resume=True, progress=False)
+
+    assert resumed.history["epoch"] == [0, 1, 2]  # same number of epochs, no repeats
+    np.testing.assert_allclose(resumed.history["train_loss"],
+                               uninterrupted.history["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(resumed.history["val_mean_dice"],
+                               uninterrupted.history["val_mean_dice"], atol=1e-4)
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    # the same MLflow run continued, with a continuous curve
+    info = json.loads((out / "tracking.json").read_text())
+    assert info["run_id"] == run_id
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+    assert steps == [0, 1, 2]
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = training.lr_lambda(100, 10, 0.01)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.01)
+    assert all(f(i) >= f(i + 1) for i in range(10, 100))
+
+
+def test_model_and_mode_mismatch(demo_root, tmp_path):
+    cfg = _config(**{"data.mode": "patches"})
+    with pytest.raises(IBSRError, match="2D but data.mode is 'patches'"):
+        training.train(cfg, demo_root, tmp_path / "x", progress=False)
