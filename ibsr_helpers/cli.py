@@ -43,16 +43,19 @@ def _train(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("runs") / f"{config['name']}-{args.profile}"
     print(f"training {config['model']['name']} ({args.profile}) on {describe_source(data_dir)}")
     result = train(config, data_dir, out, resume=args.resume)
-    print(f"best validation mean Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
-          f"run folder {result.run_dir} ({result.seconds / 60:.1f} min)")
+    print(
+        f"best validation mean Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
+        f"run folder {result.run_dir} ({result.seconds / 60:.1f} min)"
+    )
 
 
 def _predict(args: argparse.Namespace) -> None:
     from ibsr_helpers.environment import get_device
     from ibsr_helpers.inference import predict_folder
 
-    written = predict_folder(args.run, args.input, args.out, tta=args.tta,
-                             device=get_device(args.device))
+    written = predict_folder(
+        args.run, args.input, args.out, tta=args.tta, device=get_device(args.device)
+    )
     print(f"wrote {len(written)} segmentations to {args.out}")
 
 
@@ -75,8 +78,11 @@ def _notebooks(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ibsr-seg`` argument parser."""
-    parser = argparse.ArgumentParser(prog="ibsr-seg", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ibsr-seg",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="write an IBSR-like demo set (MNI152-derived)")
@@ -88,17 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("--config", required=True, help="configs/<model>.yaml")
     p.add_argument("--profile", default="quick", help="profile in the config (quick|full)")
-    p.add_argument("--data", default=None, help="data folder (default: IBSR18_DIR, data/IBSR18, "
-                   "else demo data)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data folder (default: IBSR18_DIR, data/IBSR18, else demo data)",
+    )
     p.add_argument("--out", default=None, help="run folder (default runs/<name>-<profile>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("predict", help="segment every image in a folder")
-    p.add_argument("--run", action="append", required=True,
-                   help="run folder; repeat for an ensemble")
+    p.add_argument(
+        "--run", action="append", required=True, help="run folder; repeat for an ensemble"
+    )
     p.add_argument("--input", required=True, help="folder with ID/ID.nii.gz images")
     p.add_argument("--out", required=True, help="folder for ID_seg.nii.gz predictions")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")

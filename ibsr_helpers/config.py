@@ -101,7 +101,7 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def _parse_value(raw: str) -> Any:
-    """Parse an override value: numbers (``1e-4`` too, which YAML 1.1 leaves a string), else YAML."""
+    """Parse an override value: a number (``1e-4`` too, a string to YAML 1.1), else YAML."""
     text = raw.strip()
     if not text:
         return None
@@ -123,8 +123,10 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
     checks = [
         (data["mode"] in _MODES, f"data.mode must be one of {_MODES}, got {data['mode']!r}"),
         (data["plane"] in _PLANES, f"data.plane must be one of {_PLANES}, got {data['plane']!r}"),
-        (data["sampler"] in _SAMPLERS,
-         f"data.sampler must be one of {_SAMPLERS}, got {data['sampler']!r}"),
+        (
+            data["sampler"] in _SAMPLERS,
+            f"data.sampler must be one of {_SAMPLERS}, got {data['sampler']!r}",
+        ),
         (len(data["roi"]) == 3, "data.roi needs three sizes"),
         (len(data["patch_size"]) == 3, "data.patch_size needs three sizes"),
         (int(data["context"]) >= 0, "data.context must be >= 0"),
@@ -172,7 +174,9 @@ def load_config(
     config = merge(DEFAULTS, raw)
     if profile is not None:
         if profile not in profiles:
-            raise IBSRError(f"unknown profile {profile!r}; this file has {sorted(profiles)}", source)
+            raise IBSRError(
+                f"unknown profile {profile!r}; this file has {sorted(profiles)}", source
+            )
         config = merge(config, profiles[profile])
     config = apply_overrides(config, overrides)
     config["profile"] = profile

@@ -37,17 +37,28 @@ def run_notebook(path: str | Path, out_dir: str | Path, parameters: dict) -> Pat
     out = Path(out_dir).resolve() / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(path.parent),
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            str(path),
+            str(out),
+            parameters=parameters,
+            cwd=str(path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     except pm.PapermillExecutionError as exc:
-        raise IBSRError(f"cell {exc.exec_count} failed: {exc.ename}: {exc.evalue} "
-                        f"(executed copy: {out})", path) from None
+        raise IBSRError(
+            f"cell {exc.exec_count} failed: {exc.ename}: {exc.evalue} (executed copy: {out})", path
+        ) from None
     return out
 
 
-def run_course(out_dir: str | Path = "reports", profile: str = "quick",
-               data_dir: str | Path | None = None, only: Sequence[str] | None = None,
-               seed: int = 0) -> list[Path]:
+def run_course(
+    out_dir: str | Path = "reports",
+    profile: str = "quick",
+    data_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[Path]:
     """Execute every numbered notebook in order with the given profile.
 
     Uses IBSR18 if it is found (``data_dir``, ``IBSR18_DIR`` or ``data/IBSR18``), else
@@ -65,8 +76,12 @@ def run_course(out_dir: str | Path = "reports", profile: str = "quick",
             continue
         t = time.time()
         print(f"  running {path.name} ...", flush=True)
-        done.append(run_notebook(path, out_dir, {"PROFILE": profile,
-                                                 "DATA_DIR": str(Path(root).resolve()),
-                                                 "SEED": seed}))
+        done.append(
+            run_notebook(
+                path,
+                out_dir,
+                {"PROFILE": profile, "DATA_DIR": str(Path(root).resolve()), "SEED": seed},
+            )
+        )
         print(f"  {path.name} done in {time.time() - t:.0f} s -> {done[-1]}", flush=True)
     return done

@@ -322,21 +322,30 @@ def describe_source(root: str | Path) -> str:
     return f"{kind} at {Path(root)}"
 
 
-def _validate(subject: Subject, image: np.ndarray, img: nib.Nifti1Image,
-              label: np.ndarray | None, lab: nib.Nifti1Image | None) -> None:
+def _validate(
+    subject: Subject,
+    image: np.ndarray,
+    img: nib.Nifti1Image,
+    label: np.ndarray | None,
+    lab: nib.Nifti1Image | None,
+) -> None:
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise IBSRError(f"image holds {bad} non-finite (NaN/inf) voxels", subject.image)
     if label is None or lab is None:
         return
     if label.shape != image.shape:
-        raise IBSRError(f"label shape {label.shape} does not match image shape {image.shape}", subject.label)
+        raise IBSRError(
+            f"label shape {label.shape} does not match image shape {image.shape}", subject.label
+        )
     if not np.allclose(lab.affine, img.affine, atol=1e-4):
         raise IBSRError("label affine does not match the image affine", subject.label)
     values = np.unique(label)
     extra = [int(v) for v in values if v not in LABELS]
     if extra:
-        raise IBSRError(f"label values {extra} outside 0-3 (0 bg, 1 CSF, 2 GM, 3 WM)", subject.label)
+        raise IBSRError(
+            f"label values {extra} outside 0-3 (0 bg, 1 CSF, 2 GM, 3 WM)", subject.label
+        )
 
 
 def load_subject(subject: Subject, normalize: str | None = None) -> Volume:
@@ -374,8 +383,9 @@ def load_subject(subject: Subject, normalize: str | None = None) -> Volume:
     return Volume(subject, np.ascontiguousarray(image), label, img)
 
 
-def load_subjects(subjects: Sequence[Subject], normalize: str | None = None,
-                  progress: bool = True) -> list[Volume]:
+def load_subjects(
+    subjects: Sequence[Subject], normalize: str | None = None, progress: bool = True
+) -> list[Volume]:
     """Load several subjects, with a progress bar.
 
     Args:

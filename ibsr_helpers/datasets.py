@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class Box:
     """A box in voxel coordinates; may reach outside the volume (padded with zeros).
@@ -69,8 +68,9 @@ class Box:
         out[(..., *dst)] = array[(..., *src)]
         return out
 
-    def paste(self, cropped: np.ndarray | torch.Tensor, shape: Sequence[int],
-              fill: float = 0.0) -> np.ndarray | torch.Tensor:
+    def paste(
+        self, cropped: np.ndarray | torch.Tensor, shape: Sequence[int], fill: float = 0.0
+    ) -> np.ndarray | torch.Tensor:
         """Put a cropped array back into a volume of spatial ``shape`` (``fill`` elsewhere)."""
         lead = tuple(cropped.shape[:-3])
         if isinstance(cropped, torch.Tensor):
@@ -97,12 +97,15 @@ def roi_box(image: np.ndarray, roi: Sequence[int], divisor: int = 1) -> Box:
     if not mask.any():
         lo, hi = np.zeros(3, int), np.array(image.shape) - 1
     else:
-        coords = [np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i)))
-                  for i in range(3)]
+        coords = [
+            np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)
+        ]
         lo = np.array([c[0] for c in coords])
         hi = np.array([c[-1] for c in coords])
     extent = hi - lo + 1
-    size = [int(-(-max(int(r), int(e)) // divisor) * divisor) for r, e in zip(roi, extent, strict=True)]
+    size = [
+        int(-(-max(int(r), int(e)) // divisor) * divisor) for r, e in zip(roi, extent, strict=True)
+    ]
     centre = (lo + hi + 1) / 2
     start = [int(np.floor(c - s / 2)) for c, s in zip(centre, size, strict=True)]
     return Box(tuple(start), tuple(size))
@@ -127,7 +130,9 @@ class CroppedVolume:
     shape: tuple[int, int, int]
 
 
-def crop_volumes(volumes: Sequence[Volume], roi: Sequence[int], divisor: int = 1) -> list[CroppedVolume]:
+def crop_volumes(
+    volumes: Sequence[Volume], roi: Sequence[int], divisor: int = 1
+) -> list[CroppedVolume]:
     """Cut every volume to its brain-centred ROI box."""
     out = []
     for v in volumes:
@@ -164,8 +169,9 @@ class EpochSampler(Sampler[int]):
     uninterrupted run would have.
     """
 
-    def __init__(self, n_items: int, num_samples: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, n_items: int, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         if n_items < 1:
             raise IBSRError("no training samples (check the data folder and data.mode)")
         self.n_items, self.num_samples = n_items, num_samples
@@ -180,7 +186,7 @@ class EpochSampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
         total = self.num_samples * self.world_size
         draw = torch.randint(self.n_items, (total,), generator=g)
-        return iter(draw[self.rank::self.world_size].tolist())
+        return iter(draw[self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -199,8 +205,10 @@ class _Augmented(Dataset):
     def _apply(self, item: dict[str, Any]) -> dict[str, Any]:
         if self.transform is not None:
             item = self.transform(item)
-        return {"image": torch.as_tensor(item["image"]).float(),
-                "label": torch.as_tensor(item["label"]).long()}
+        return {
+            "image": torch.as_tensor(item["image"]).float(),
+            "label": torch.as_tensor(item["label"]).long(),
+        }
 
 
 class SliceDataset(_Augmented):
@@ -216,12 +224,18 @@ class SliceDataset(_Augmented):
         transform: Optional random transform on the item dict (numpy/tensor ``(C, H, W)``).
     """
 
-    def __init__(self, volumes: Sequence[CroppedVolume], plane: str = "coronal", context: int = 0,
-                 drop_empty: bool = True,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        volumes: Sequence[CroppedVolume],
+        plane: str = "coronal",
+        context: int = 0,
+        drop_empty: bool = True,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         self.images = [slice_stack(v.image, plane, context) for v in volumes]
-        self.labels = [np.ascontiguousarray(np.moveaxis(v.label, PLANE_AXIS[plane], 0))
-                       for v in volumes]
+        self.labels = [
+            np.ascontiguousarray(np.moveaxis(v.label, PLANE_AXIS[plane], 0)) for v in volumes
+        ]
         self.index: list[tuple[int, int]] = []
         for vi, img in enumerate(self.images):
             centre = img[:, context]
@@ -240,8 +254,11 @@ class SliceDataset(_Augmented):
 class VolumeDataset(_Augmented):
     """Whole cropped volumes: items ``{"image": (1, X, Y, Z), "label": (1, X, Y, Z)}``."""
 
-    def __init__(self, volumes: Sequence[CroppedVolume],
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        volumes: Sequence[CroppedVolume],
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         self.volumes = list(volumes)
         self.transform = transform
 
@@ -253,7 +270,9 @@ class VolumeDataset(_Augmented):
         return self._apply({"image": v.image[None], "label": v.label[None]})
 
 
-def weight_map(label: np.ndarray, kind: str = "boundary", boundary_weight: float = 10.0) -> np.ndarray:
+def weight_map(
+    label: np.ndarray, kind: str = "boundary", boundary_weight: float = 10.0
+) -> np.ndarray:
     """A voxel weight map for weighted patch sampling.
 
     Args:
@@ -296,11 +315,17 @@ class PatchDataset(_Augmented):
         * ``weighted``: ``RandWeightedCrop`` on a :func:`weight_map`.
     """
 
-    def __init__(self, volumes: Sequence[CroppedVolume], patch_size: Sequence[int],
-                 sampler: str = "class_balanced", patches_per_volume: int = 4,
-                 pos_ratio: float = 1.0, class_ratios: Sequence[float] = (0, 1, 1, 1),
-                 weight_kind: str = "boundary",
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        volumes: Sequence[CroppedVolume],
+        patch_size: Sequence[int],
+        sampler: str = "class_balanced",
+        patches_per_volume: int = 4,
+        pos_ratio: float = 1.0,
+        class_ratios: Sequence[float] = (0, 1, 1, 1),
+        weight_kind: str = "boundary",
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         from monai import transforms as mt
 
         self.volumes = list(volumes)
@@ -316,23 +341,38 @@ class PatchDataset(_Augmented):
                 item["weight"] = weight_map(v.label, weight_kind)[None]
             self.items.append(item)
         if sampler == "uniform":
-            self.crop = mt.RandSpatialCropSamplesd(keys, roi_size=self.patch_size, num_samples=n,
-                                                   random_size=False)
+            self.crop = mt.RandSpatialCropSamplesd(
+                keys, roi_size=self.patch_size, num_samples=n, random_size=False
+            )
         elif sampler == "foreground":
             pre = mt.FgBgToIndicesd("label")
             for item in self.items:
                 item.update(pre(item))
             self.crop = mt.RandCropByPosNegLabeld(
-                keys, "label", self.patch_size, pos=float(pos_ratio), neg=1.0, num_samples=n,
-                fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices",
-                allow_smaller=False)
+                keys,
+                "label",
+                self.patch_size,
+                pos=float(pos_ratio),
+                neg=1.0,
+                num_samples=n,
+                fg_indices_key="label_fg_indices",
+                bg_indices_key="label_bg_indices",
+                allow_smaller=False,
+            )
         elif sampler == "class_balanced":
             pre = mt.ClassesToIndicesd("label", num_classes=4)
             for item in self.items:
                 item.update(pre(item))
             self.crop = mt.RandCropByLabelClassesd(
-                keys, "label", self.patch_size, ratios=list(class_ratios), num_classes=4,
-                num_samples=n, indices_key="label_cls_indices", warn=False)
+                keys,
+                "label",
+                self.patch_size,
+                ratios=list(class_ratios),
+                num_classes=4,
+                num_samples=n,
+                indices_key="label_cls_indices",
+                warn=False,
+            )
         elif sampler == "weighted":
             self.crop = mt.RandWeightedCropd(keys, "weight", self.patch_size, num_samples=n)
         else:
@@ -352,13 +392,26 @@ class PatchDataset(_Augmented):
         return {k: torch.stack([o[k] for o in out]) for k in ("image", "label")}
 
 
-def build_train_dataset(config: dict[str, Any], volumes: Sequence[CroppedVolume],
-                        transform: Callable[[dict[str, Any]], dict[str, Any]] | None) -> _Augmented:
+def build_train_dataset(
+    config: dict[str, Any],
+    volumes: Sequence[CroppedVolume],
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> _Augmented:
     """The training dataset the config asks for (``data.mode``)."""
     d = config["data"]
     if d["mode"] == "slices":
-        return SliceDataset(volumes, d["plane"], int(d["context"]), bool(d["drop_empty"]), transform)
+        return SliceDataset(
+            volumes, d["plane"], int(d["context"]), bool(d["drop_empty"]), transform
+        )
     if d["mode"] == "volume":
         return VolumeDataset(volumes, transform)
-    return PatchDataset(volumes, d["patch_size"], d["sampler"], int(d["patches_per_volume"]),
-                        float(d["pos_ratio"]), d["class_ratios"], d["weight_map"], transform)
+    return PatchDataset(
+        volumes,
+        d["patch_size"],
+        d["sampler"],
+        int(d["patches_per_volume"]),
+        float(d["pos_ratio"]),
+        d["class_ratios"],
+        d["weight_map"],
+        transform,
+    )

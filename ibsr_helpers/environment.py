@@ -62,6 +62,6 @@ def environment_summary() -> str:
         dev = f"CPU ({torch.get_num_threads()} threads)"
     where = "Colab" if in_colab() else platform.node() or "local"
     return (
-        f"ibsr_helpers {__version__} | Python {platform.python_version()} | torch {torch.__version__}"
-        f" | MONAI {monai.__version__} | device: {dev} | {where}"
+        f"ibsr_helpers {__version__} | Python {platform.python_version()}"
+        f" | torch {torch.__version__} | MONAI {monai.__version__} | device: {dev} | {where}"
     )

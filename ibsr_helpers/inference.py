@@ -100,8 +100,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str
     if not ckpt.is_file():
         raise IBSRError(f"no {which}.pt checkpoint in the run folder", run_dir)
     config = json.loads(cfg_path.read_text())
-    model = build_model(config["model"]["name"], in_channels=model_in_channels(config),
-                        out_channels=4, **model_kwargs(config))
+    model = build_model(
+        config["model"]["name"],
+        in_channels=model_in_channels(config),
+        out_channels=4,
+        **model_kwargs(config),
+    )
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -110,8 +114,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str
     return Run(model.to(device).eval(), config, run_dir)
 
 
-def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int],
-                   overlap: float = 0.5, sw_batch_size: int = 4) -> torch.Tensor:
+def sliding_window(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+) -> torch.Tensor:
     """Gaussian-weighted sliding-window prediction of ``(B, C, X, Y, Z)`` logits.
 
     Thin wrapper around ``monai.inferers.sliding_window_inference`` (mode ``gaussian``),
@@ -119,9 +128,15 @@ def sliding_window(model: torch.nn.Module, image: torch.Tensor, patch_size: Sequ
     """
     from monai.inferers import sliding_window_inference
 
-    return sliding_window_inference(image, roi_size=tuple(int(p) for p in patch_size),
-                                    sw_batch_size=sw_batch_size, predictor=model,
-                                    overlap=overlap, mode="gaussian", padding_mode="constant")
+    return sliding_window_inference(
+        image,
+        roi_size=tuple(int(p) for p in patch_size),
+        sw_batch_size=sw_batch_size,
+        predictor=model,
+        overlap=overlap,
+        mode="gaussian",
+        padding_mode="constant",
+    )
 
 
 def _autocast(device: torch.device):
@@ -141,7 +156,7 @@ def _forward(run: Run, cropped: np.ndarray) -> torch.Tensor:
             bs = int(cfg["inference"].get("batch_size", 16))
             outs = []
             for i in range(0, len(stack), bs):
-                batch = stack[i:i + bs].to(device)
+                batch = stack[i : i + bs].to(device)
                 outs.append(torch.softmax(run.model(batch).float(), 1).cpu())
             probs = torch.cat(outs)  # (N, 4, H, W)
             return torch.movedim(probs, 0, PLANE_AXIS[d["plane"]] + 1)
@@ -150,8 +165,9 @@ def _forward(run: Run, cropped: np.ndarray) -> torch.Tensor:
             logits = run.model(image)
         else:
             inf = cfg["inference"]
-            logits = sliding_window(run.model, image, d["patch_size"], float(inf["overlap"]),
-                                    int(inf["sw_batch_size"]))
+            logits = sliding_window(
+                run.model, image, d["patch_size"], float(inf["overlap"]), int(inf["sw_batch_size"])
+            )
         return torch.softmax(logits.float(), 1)[0].cpu()
 
 
@@ -196,8 +212,9 @@ def _normalised(volume: Volume, method: str, cache: dict[str, np.ndarray]) -> np
     return cache[method]
 
 
-def predict_volume(runs: Run | Sequence[Run], volume: Volume, tta: bool = False,
-                   raw: bool = True) -> tuple[np.ndarray, torch.Tensor]:
+def predict_volume(
+    runs: Run | Sequence[Run], volume: Volume, tta: bool = False, raw: bool = True
+) -> tuple[np.ndarray, torch.Tensor]:
     """Predict one subject with one run or an ensemble (probabilities averaged).
 
     Args:
@@ -224,9 +241,14 @@ def predict_volume(runs: Run | Sequence[Run], volume: Volume, tta: bool = False,
     return probs.argmax(0).numpy().astype(np.uint8), probs
 
 
-def predict_folder(run_dirs: Sequence[str | Path], input_dir: str | Path, out_dir: str | Path,
-                   tta: bool = False, device: str | torch.device = "cpu",
-                   progress: bool = True) -> list[Path]:
+def predict_folder(
+    run_dirs: Sequence[str | Path],
+    input_dir: str | Path,
+    out_dir: str | Path,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> list[Path]:
     """Predict every image under ``input_dir`` and save ``ID_seg.nii.gz`` files.
 
     Args:
@@ -250,5 +272,7 @@ def predict_folder(run_dirs: Sequence[str | Path], input_dir: str | Path, out_di
     for subject in tqdm(subjects, desc="predicting", unit="volume", disable=not progress):
         volume = load_subject(subject)
         seg, _ = predict_volume(runs, volume, tta)
-        written.append(save_segmentation(seg, volume.nifti, Path(out_dir) / f"{subject.id}_seg.nii.gz"))
+        written.append(
+            save_segmentation(seg, volume.nifti, Path(out_dir) / f"{subject.id}_seg.nii.gz")
+        )
     return written

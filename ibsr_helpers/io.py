@@ -59,7 +59,9 @@ def load_nifti(path: str | Path) -> nib.Nifti1Image:
     return img
 
 
-def read_volume(path: str | Path, dtype: type | np.dtype = np.float32) -> tuple[np.ndarray, nib.Nifti1Image]:
+def read_volume(
+    path: str | Path, dtype: type | np.dtype = np.float32
+) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Read a 3-D volume, squeezing trailing singleton axes.
 
     Args:
@@ -76,7 +78,9 @@ def read_volume(path: str | Path, dtype: type | np.dtype = np.float32) -> tuple[
     try:
         data = np.asarray(img.dataobj)
     except Exception as exc:  # truncated gzip streams fail only when read
-        raise IBSRError(f"cannot read the voxel data, file truncated or corrupt ({_reason(exc)})", path) from None
+        raise IBSRError(
+            f"cannot read the voxel data, file truncated or corrupt ({_reason(exc)})", path
+        ) from None
     data = squeeze_trailing(data)
     if data.ndim != 3:
         raise IBSRError(f"expected a 3-D volume, got shape {data.shape}", path)
@@ -111,7 +115,9 @@ def save_segmentation(
     seg = np.asarray(seg)
     seg = squeeze_trailing(seg)
     if seg.shape != spatial:
-        raise IBSRError(f"segmentation shape {seg.shape} does not match the reference {spatial}", out_path)
+        raise IBSRError(
+            f"segmentation shape {seg.shape} does not match the reference {spatial}", out_path
+        )
     if seg.size and (seg.min() < 0 or seg.max() > 255):
         raise IBSRError("segmentation values must lie in 0..255", out_path)
     data = seg.astype(np.uint8).reshape(ref_shape[:3] + (1,) * (len(ref_shape) - 3))

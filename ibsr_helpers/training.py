@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ibsr_helpers.data import TISSUES, describe_source, discover, load_subjects
-from ibsr_helpers.datasets import build_train_dataset, crop_volumes, EpochSampler
+from ibsr_helpers.datasets import EpochSampler, build_train_dataset, crop_volumes
 from ibsr_helpers.environment import get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import (
@@ -128,8 +128,9 @@ def validate(run: Run, volumes: list, tta: bool = False) -> dict[str, float]:
     return out
 
 
-def _to_batch(batch: dict[str, torch.Tensor], device: torch.device,
-              augment: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_batch(
+    batch: dict[str, torch.Tensor], device: torch.device, augment: Callable | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     image, label = batch["image"], batch["label"]
     if image.ndim == 6:  # patches: (B, P, 1, x, y, z) -> (B*P, 1, x, y, z)
         image, label = image.flatten(0, 1), label.flatten(0, 1)
@@ -186,8 +187,11 @@ def train(
 
     if main:
         if (out_dir / "last.pt").exists() and not resume:
-            raise IBSRError("run folder already holds a run; pass --resume to continue it "
-                            "or choose another --out", out_dir)
+            raise IBSRError(
+                "run folder already holds a run; pass --resume to continue it "
+                "or choose another --out",
+                out_dir,
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -215,28 +219,41 @@ def train(
     steps = int(tcfg["steps_per_epoch"])
     batch_size = int(tcfg["batch_size"])
     sampler = EpochSampler(len(dataset), steps * batch_size, seed, rank, world)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                        num_workers=int(dcfg.get("num_workers", 0)), drop_last=True,
-                        pin_memory=device.type == "cuda",
-                        persistent_workers=int(dcfg.get("num_workers", 0)) > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=int(dcfg.get("num_workers", 0)),
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=int(dcfg.get("num_workers", 0)) > 0,
+    )
 
-    model = build_model(name, in_channels=model_in_channels(config), out_channels=4,
-                        **model_kwargs(config)).to(device)
+    model = build_model(
+        name, in_channels=model_in_channels(config), out_channels=4, **model_kwargs(config)
+    ).to(device)
     channels_last = dims == 2 and device.type == "cuda" and tcfg.get("channels_last", True)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     loss_fn = build_loss(**config["loss"])
     ocfg = config["optim"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(ocfg["lr"]),
-                                  weight_decay=float(ocfg["weight_decay"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(ocfg["lr"]), weight_decay=float(ocfg["weight_decay"])
+    )
     epochs = int(tcfg["epochs"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
-        epochs * steps, int(float(ocfg["warmup_epochs"]) * steps),
-        float(ocfg["min_lr"]) / float(ocfg["lr"])))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_lambda(
+            epochs * steps,
+            int(float(ocfg["warmup_epochs"]) * steps),
+            float(ocfg["min_lr"]) / float(ocfg["lr"]),
+        ),
+    )
     amp = device.type == "cuda" and bool(tcfg.get("amp", True))
 
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "lr": [], "val_epoch": []}
@@ -251,14 +268,23 @@ def train(
         if (out_dir / "history.json").exists():
             history = json.loads((out_dir / "history.json").read_text())
 
-    tracker = Tracker(out_dir, experiment=str(config.get("experiment", "ibsr18")),
-                      backend=str(config.get("tracking", "mlflow")) if main else "none",
-                      run_name=str(config.get("name", out_dir.name)))
+    tracker = Tracker(
+        out_dir,
+        experiment=str(config.get("experiment", "ibsr18")),
+        backend=str(config.get("tracking", "mlflow")) if main else "none",
+        run_name=str(config.get("name", out_dir.name)),
+    )
     tracker.start(resume=resume)
     if main and start_epoch == 0:
         tracker.log_params(config)
-        tracker.set_tags({"data": describe_source(data_dir), "device": str(device),
-                          "seed": str(seed), "world_size": str(world)})
+        tracker.set_tags(
+            {
+                "data": describe_source(data_dir),
+                "device": str(device),
+                "seed": str(seed),
+                "world_size": str(world),
+            }
+        )
     val_run = Run(model, config, out_dir)
     result = TrainResult(out_dir, history, best, best_epoch)
     status = "FAILED"
@@ -270,8 +296,13 @@ def train(
             if gpu_aug and augment is not None:
                 augment.set_random_state(seed=(seed + 7919 * epoch + rank) % 2**32)
             losses = []
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                       disable=not (progress and main), leave=False)
+            bar = tqdm(
+                loader,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                unit="step",
+                disable=not (progress and main),
+                leave=False,
+            )
             for batch in bar:
                 image, label = _to_batch(batch, device, augment if gpu_aug else None)
                 if channels_last:
@@ -300,11 +331,21 @@ def train(
                     history.setdefault(key, []).append(value)
                 if scores["val_mean_dice"] > best:
                     best, best_epoch = scores["val_mean_dice"], epoch
-                    _save({"model": model.state_dict(), "epoch": epoch, "dice": best},
-                          out_dir / "best.pt")
-            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "epoch": epoch,
-                   "best_dice": best, "best_epoch": best_epoch}, out_dir / "last.pt")
+                    _save(
+                        {"model": model.state_dict(), "epoch": epoch, "dice": best},
+                        out_dir / "best.pt",
+                    )
+            _save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "best_dice": best,
+                    "best_epoch": best_epoch,
+                },
+                out_dir / "last.pt",
+            )
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
             tracker.log_metrics(record, step=epoch)
             if progress:

@@ -108,16 +108,30 @@ def train_transforms(config: dict, spatial_dims: int):
     ]
     if spatial_dims == 2:
         spatial = [
-            mt.RandRotated(keys, range_x=np.deg2rad(15), prob=0.5, mode=modes, padding_mode="zeros"),
-            mt.RandZoomd(keys, min_zoom=0.9, max_zoom=1.1, prob=0.3, mode=("bilinear", "nearest-exact"),
-                         padding_mode="constant"),
+            mt.RandRotated(
+                keys, range_x=np.deg2rad(15), prob=0.5, mode=modes, padding_mode="zeros"
+            ),
+            mt.RandZoomd(
+                keys,
+                min_zoom=0.9,
+                max_zoom=1.1,
+                prob=0.3,
+                mode=("bilinear", "nearest-exact"),
+                padding_mode="constant",
+            ),
         ]
         if config["data"]["plane"] != "sagittal":
             spatial.append(mt.RandFlipd(keys, prob=0.5, spatial_axis=0))
     else:
         spatial = [
-            mt.RandAffined(keys, prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=0.1,
-                           mode=modes, padding_mode="zeros"),
+            mt.RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=(0.15, 0.15, 0.15),
+                scale_range=0.1,
+                mode=modes,
+                padding_mode="zeros",
+            ),
             mt.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.1)),
             mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
         ]

@@ -31,8 +31,7 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo set (4 subjects: 2 train, 1 val, 1 test), made once per session."""
     from ibsr_helpers.demo import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_subjects=4, seed=0,
-                             progress=False)
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_subjects=4, seed=0, progress=False)
 
 
 @pytest.fixture(scope="session", params=["ibsr18", "demo"])

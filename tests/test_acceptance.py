@@ -30,12 +30,28 @@ def ibsr_seg(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_unet2d_quick_train_predict_evaluate(ibsr_root, tmp_path):
     run = tmp_path / "runs" / "unet2d-quick"
-    ibsr_seg("train", "--config", "configs/unet2d.yaml", "--profile", "quick",
-             "--data", str(ibsr_root), "--out", str(run))
+    ibsr_seg(
+        "train",
+        "--config",
+        "configs/unet2d.yaml",
+        "--profile",
+        "quick",
+        "--data",
+        str(ibsr_root),
+        "--out",
+        str(run),
+    )
     val = ibsr_root / "TrainingValidationTestSets" / "Validation_Set"
     ibsr_seg("predict", "--run", str(run), "--input", str(val), "--out", str(tmp_path / "pred"))
-    r = ibsr_seg("evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(val),
-                 "--out", str(tmp_path / "metrics.csv"))
+    r = ibsr_seg(
+        "evaluate",
+        "--pred",
+        str(tmp_path / "pred"),
+        "--gt",
+        str(val),
+        "--out",
+        str(tmp_path / "metrics.csv"),
+    )
     print(r.stdout)
     df = pd.read_csv(tmp_path / "metrics.csv")
     assert df.subject.nunique() == 5

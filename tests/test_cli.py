@@ -28,8 +28,15 @@ def _label_copy(root: Path, dest: Path, split: str = "val") -> list[str]:
 
 def test_evaluate_identical_labels(data_root, tmp_path):
     ids = _label_copy(data_root, tmp_path / "pred")
-    r = ibsr_seg("evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(data_root),
-                 "--out", str(tmp_path / "m.csv"))
+    r = ibsr_seg(
+        "evaluate",
+        "--pred",
+        str(tmp_path / "pred"),
+        "--gt",
+        str(data_root),
+        "--out",
+        str(tmp_path / "m.csv"),
+    )
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / "m.csv")
     assert sorted(df.subject.unique()) == sorted(ids)
@@ -53,11 +60,14 @@ def test_corrupt_prediction_one_line_error(any_root, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "--config", "configs/nope.yaml"],
-    ["evaluate", "--pred", "/nonexistent/pred", "--gt", "/nonexistent/gt"],
-    ["predict", "--run", "/nonexistent/run", "--input", ".", "--out", "x"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--config", "configs/nope.yaml"],
+        ["evaluate", "--pred", "/nonexistent/pred", "--gt", "/nonexistent/gt"],
+        ["predict", "--run", "/nonexistent/run", "--input", ".", "--out", "x"],
+    ],
+)
 def test_bad_paths_exit_2_with_one_line(args):
     root = Path(__file__).parents[1]
     r = ibsr_seg(*args, cwd=root)

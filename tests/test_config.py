@@ -25,18 +25,23 @@ def test_every_config_loads_and_builds(path, profile):
 
 def test_profile_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("model: {name: unet2d}\ntrain: {epochs: 9}\nprofiles:\n  quick: {train: {epochs: 2}}\n")
+    f.write_text(
+        "model: {name: unet2d}\ntrain: {epochs: 9}\nprofiles:\n  quick: {train: {epochs: 2}}\n"
+    )
     cfg = load_config(f, "quick", ["train.batch_size=3", "data.plane=axial", "optim.lr=1e-4"])
     assert cfg["train"]["epochs"] == 2 and cfg["train"]["batch_size"] == 3
     assert cfg["data"]["plane"] == "axial" and cfg["optim"]["lr"] == 1e-4
     assert cfg["train"]["steps_per_epoch"] == 50  # default kept
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("model: [unclosed", "not valid YAML"),
-    ("- a\n- b\n", "must hold a mapping"),
-    ("data: {plane: oblique}\nprofiles: {quick: {}}", "data.plane"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("model: [unclosed", "not valid YAML"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("data: {plane: oblique}\nprofiles: {quick: {}}", "data.plane"),
+    ],
+)
 def test_bad_config_names_file(tmp_path, text, match):
     f = tmp_path / "bad.yaml"
     f.write_text(text)

@@ -97,9 +97,14 @@ def test_normalisation_properties():
 # --- bad input: one IBSRError naming the file ---------------------------------------------
 
 
-def _make_subject(root: Path, sid: str = "IBSR_01", split_dir: str = "Training_Set",
-                  image: np.ndarray | None = None, label: np.ndarray | bool | None = None,
-                  label_affine: np.ndarray | None = None) -> Path:
+def _make_subject(
+    root: Path,
+    sid: str = "IBSR_01",
+    split_dir: str = "Training_Set",
+    image: np.ndarray | None = None,
+    label: np.ndarray | bool | None = None,
+    label_affine: np.ndarray | None = None,
+) -> Path:
     folder = root / "TrainingValidationTestSets" / split_dir / sid
     folder.mkdir(parents=True)
     affine = np.diag([1.0, 1.5, 1.0, 1.0])
@@ -107,8 +112,10 @@ def _make_subject(root: Path, sid: str = "IBSR_01", split_dir: str = "Training_S
     nib.save(nib.Nifti1Image(img, affine), str(folder / f"{sid}.nii.gz"))
     if label is not False:  # False means: no label file
         lab = label if label is not None else (img > 0).astype(np.uint8) * 2
-        nib.save(nib.Nifti1Image(lab, label_affine if label_affine is not None else affine),
-                 str(folder / f"{sid}_seg.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(lab, label_affine if label_affine is not None else affine),
+            str(folder / f"{sid}_seg.nii.gz"),
+        )
     return folder
 
 
@@ -139,8 +146,10 @@ def test_corrupt_image_names_file(tmp_path):
 
 
 def test_truncated_label_names_file(tmp_path):
-    folder = _make_subject(tmp_path, image=np.pad(np.random.default_rng(0).integers(
-        1, 500, (40, 40, 40)).astype(np.int16), 2))
+    folder = _make_subject(
+        tmp_path,
+        image=np.pad(np.random.default_rng(0).integers(1, 500, (40, 40, 40)).astype(np.int16), 2),
+    )
     seg = folder / "IBSR_01_seg.nii.gz"
     seg.write_bytes(seg.read_bytes()[:200])
     with pytest.raises(IBSRError) as err:

@@ -95,8 +95,13 @@ def test_class_balanced_sees_more_csf_than_uniform(cropped):
     _, crops = cropped
 
     def csf_centre_rate(sampler: str) -> float:
-        ds = PatchDataset(crops[:1], (16, 16, 16), sampler=sampler, patches_per_volume=40,
-                          class_ratios=(0, 1, 1, 1))
+        ds = PatchDataset(
+            crops[:1],
+            (16, 16, 16),
+            sampler=sampler,
+            patches_per_volume=40,
+            class_ratios=(0, 1, 1, 1),
+        )
         ds.set_seed(1)
         lab = ds[0]["label"][:, 0, 8, 8, 8]
         return float((lab == 1).float().mean())

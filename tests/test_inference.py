@@ -34,9 +34,13 @@ class OneHotOfSign(torch.nn.Module):
 
 
 def _run(mode: str, **data) -> Run:
-    cfg = load_config({"model": {"name": "unet2d" if mode == "slices" else "unet3d"},
-                       "data": {"mode": mode, "roi": [32, 32, 32], "patch_size": [16, 16, 16],
-                                **data}}, None)
+    cfg = load_config(
+        {
+            "model": {"name": "unet2d" if mode == "slices" else "unet3d"},
+            "data": {"mode": mode, "roi": [32, 32, 32], "patch_size": [16, 16, 16], **data},
+        },
+        None,
+    )
     return Run(OneHotOfSign().eval(), cfg)
 
 

@@ -23,8 +23,19 @@ def test_save_segmentation_keeps_reference_geometry(data_root, tmp_path):
     np.testing.assert_array_equal(back.affine, ref.affine)
     np.testing.assert_array_equal(back.get_sform(), ref.get_sform())
     np.testing.assert_array_equal(back.get_qform(), ref.get_qform())
-    for key in ("sform_code", "qform_code", "dim", "pixdim", "xyzt_units", "quatern_b",
-                "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"):
+    for key in (
+        "sform_code",
+        "qform_code",
+        "dim",
+        "pixdim",
+        "xyzt_units",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+        "qoffset_x",
+        "qoffset_y",
+        "qoffset_z",
+    ):
         np.testing.assert_array_equal(back.header[key], ref.header[key], err_msg=key)
     assert back.header.get_zooms() == ref.header.get_zooms()
     np.testing.assert_array_equal(np.asarray(back.dataobj).reshape(labels.shape), labels)

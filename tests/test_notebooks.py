@@ -39,7 +39,9 @@ def test_notebooks_committed_without_outputs():
 @pytest.mark.slow
 @pytest.mark.parametrize("number", ["00", "01"])
 def test_setup_and_exploration_notebooks(number, data_root, tmp_path):
-    out = run_notebook(NOTEBOOKS[number], tmp_path, {"PROFILE": "quick", "DATA_DIR": str(data_root)})
+    out = run_notebook(
+        NOTEBOOKS[number], tmp_path, {"PROFILE": "quick", "DATA_DIR": str(data_root)}
+    )
     text = _outputs_text(out)
     if "demo" in str(data_root):
         assert "demo data (MNI152-derived), not IBSR18" in text

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).parents[1]
 
 
 def _pins(lines):
-    return {ln.split("==")[0].strip(): ln.split("==")[1].strip()
-            for ln in lines if "==" in ln and not ln.strip().startswith("#")}
+    return {
+        ln.split("==")[0].strip(): ln.split("==")[1].strip()
+        for ln in lines
+        if "==" in ln and not ln.strip().startswith("#")
+    }
 
 
 def test_environment_yml_matches_constraints():

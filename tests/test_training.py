@@ -18,8 +18,13 @@ TINY = {
     "model": {"name": "unet2d", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
     "data": {"mode": "slices", "plane": "coronal"},
     "optim": {"lr": 0.003, "warmup_epochs": 0.5},
-    "train": {"epochs": 3, "steps_per_epoch": 3, "batch_size": 2, "val_every": 3,
-              "max_val_subjects": 1},
+    "train": {
+        "epochs": 3,
+        "steps_per_epoch": 3,
+        "batch_size": 2,
+        "val_every": 3,
+        "max_val_subjects": 1,
+    },
     "tracking": "mlflow",
 }
 
@@ -50,8 +55,15 @@ def uninterrupted(demo_root, tmp_path_factory):
 
 def test_run_folder_contents(uninterrupted):
     run = uninterrupted.run_dir
-    for name in ("config.json", "history.json", "last.pt", "best.pt", "curves.png",
-                 "val_overlay.png", "tracking.json"):
+    for name in (
+        "config.json",
+        "history.json",
+        "last.pt",
+        "best.pt",
+        "curves.png",
+        "val_overlay.png",
+        "tracking.json",
+    ):
         assert (run / name).is_file(), name
     h = json.loads((run / "history.json").read_text())
     assert h["epoch"] == [0, 1, 2] and h["val_epoch"] == [2]
@@ -77,8 +89,9 @@ def test_mlflow_holds_params_metrics_artifacts(uninterrupted):
     assert {"best.pt", "curves.png", "val_overlay.png", "config.json"} <= names
 
 
-def test_resume_after_kill_matches_uninterrupted_run(uninterrupted, demo_root, tmp_path,
-                                                      monkeypatch):
+def test_resume_after_kill_matches_uninterrupted_run(
+    uninterrupted, demo_root, tmp_path, monkeypatch
+):
     out = tmp_path / "killed"
     real_build_loss = training.build_loss
     # Kill in the middle of epoch 2 (calls 1-3 are epoch 1, call 5 is epoch 2's second step).
@@ -94,10 +107,12 @@ def test_resume_after_kill_matches_uninterrupted_run(uninterrupted, demo_root, t
     resumed = training.train(_config(), demo_root, out, resume=True, progress=False)
 
     assert resumed.history["epoch"] == [0, 1, 2]  # same number of epochs, no repeats
-    np.testing.assert_allclose(resumed.history["train_loss"],
-                               uninterrupted.history["train_loss"], rtol=1e-4)
-    np.testing.assert_allclose(resumed.history["val_mean_dice"],
-                               uninterrupted.history["val_mean_dice"], atol=1e-4)
+    np.testing.assert_allclose(
+        resumed.history["train_loss"], uninterrupted.history["train_loss"], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        resumed.history["val_mean_dice"], uninterrupted.history["val_mean_dice"], atol=1e-4
+    )
     a = torch.load(out / "last.pt", weights_only=True)["model"]
     b = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["model"]
     for key in a:
