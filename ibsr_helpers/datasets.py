@@ -345,9 +345,7 @@ class PatchDataset(_Augmented):
                 keys, roi_size=self.patch_size, num_samples=n, random_size=False
             )
         elif sampler == "foreground":
-            pre = mt.FgBgToIndicesd("label")
-            for item in self.items:
-                item.update(pre(item))
+            self._precompute(mt.FgBgToIndicesd("label"))
             self.crop = mt.RandCropByPosNegLabeld(
                 keys,
                 "label",
@@ -360,9 +358,7 @@ class PatchDataset(_Augmented):
                 allow_smaller=False,
             )
         elif sampler == "class_balanced":
-            pre = mt.ClassesToIndicesd("label", num_classes=4)
-            for item in self.items:
-                item.update(pre(item))
+            self._precompute(mt.ClassesToIndicesd("label", num_classes=4))
             self.crop = mt.RandCropByLabelClassesd(
                 keys,
                 "label",
@@ -377,6 +373,11 @@ class PatchDataset(_Augmented):
             self.crop = mt.RandWeightedCropd(keys, "weight", self.patch_size, num_samples=n)
         else:
             raise IBSRError(f"unknown patch sampler {sampler!r}")
+
+    def _precompute(self, transform: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Store the sampler's voxel indices with each cached volume (computed once)."""
+        for item in self.items:
+            item.update(transform(item))
 
     def set_seed(self, seed: int) -> None:
         """Re-seed the patch sampler and the augmentation."""
