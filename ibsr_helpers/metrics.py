@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -48,6 +50,10 @@ from tqdm.auto import tqdm
 from ibsr_helpers.data import LABELS, TISSUES
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import read_volume
+
+if TYPE_CHECKING:
+    from ibsr_helpers.data import Volume
+    from ibsr_helpers.inference import Run
 
 __all__ = [
     "METRICS",
@@ -60,6 +66,8 @@ __all__ = [
     "summary_table",
     "format_summary",
     "write_metrics_csv",
+    "evaluate_runs",
+    "dice_table",
 ]
 
 #: Metric keys, in the order of tables and CSV columns.
@@ -424,3 +432,82 @@ def write_metrics_csv(df: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=not isinstance(df.index, pd.RangeIndex))
     return path
+
+
+def evaluate_runs(
+    runs: Mapping[str, Run | Sequence[Run]],
+    volumes: Sequence[Volume],
+    tta: bool = False,
+    raw: bool = True,
+    hd: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score trained runs, and ensembles of them, on labelled volumes.
+
+    Each entry of ``runs`` is one predictor: a run, or a list of runs whose class
+    probabilities are averaged (an ensemble, as :func:`ibsr_helpers.inference.predict_volume`
+    does). A run that appears in several entries is run once per volume: an ensemble of
+    runs already evaluated costs only the averaging.
+
+    Args:
+        runs: Name to a :class:`~ibsr_helpers.inference.Run` or a list of runs.
+        volumes: Labelled subjects.
+        tta: Flip test-time augmentation (every member, every volume).
+        raw: Whether ``volume.image`` still needs each run's normalisation (as loaded
+            by ``data.load_subjects`` without ``normalize``).
+        hd: Also compute HD and HD95 (about a second per subject and tissue).
+        progress: Show a progress bar over the volumes.
+
+    Returns:
+        One row per name, subject and tissue: ``name, subject, tissue, dice, avd``
+        (``hd, hd95`` with ``hd=True``) and ``seconds``, the prediction time of the
+        subject by that predictor (for an ensemble, the sum over its members).
+
+    Raises:
+        IBSRError: If a volume has no label or an entry holds no run.
+    """
+    import torch
+
+    from ibsr_helpers.inference import Run, predict_volume
+
+    members = {name: [r] if isinstance(r, Run) else list(r) for name, r in runs.items()}
+    if any(not m for m in members.values()):
+        raise IBSRError("every entry of runs needs at least one run")
+    rows = []
+    for vol in tqdm(volumes, desc="evaluating", unit="volume", disable=not progress):
+        if vol.label is None:
+            raise IBSRError(f"subject {vol.id} has no label to evaluate against", vol.subject.image)
+        cache: dict[int, tuple[torch.Tensor, float]] = {}
+        for name, group in members.items():
+            for run in group:
+                if id(run) not in cache:
+                    start = time.perf_counter()
+                    _, probs = predict_volume(run, vol, tta=tta, raw=raw)
+                    cache[id(run)] = (probs, time.perf_counter() - start)
+            probs = sum(cache[id(r)][0] for r in group) / len(group)
+            seconds = sum(cache[id(r)][1] for r in group)
+            seg = probs.argmax(0).numpy().astype(np.uint8)
+            scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=hd)
+            rows += [{"name": name, "subject": vol.id, "tissue": t, **scores[t],
+                      "seconds": seconds} for t in TISSUES]
+    columns = ["name", "subject", "tissue", "dice", *(["hd", "hd95"] if hd else []), "avd",
+               "seconds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def dice_table(df: pd.DataFrame, by: str = "name") -> pd.DataFrame:
+    """Mean Dice per tissue and overall, one row per predictor.
+
+    Args:
+        df: Rows with columns ``by``, ``subject``, ``tissue`` and ``dice``, e.g. from
+            :func:`evaluate_runs`.
+        by: The column naming the predictors (rows keep their first-seen order).
+
+    Returns:
+        Columns ``CSF, GM, WM`` (mean over subjects) and ``mean`` (the mean of the three).
+    """
+    table = df.pivot_table(index=by, columns="tissue", values="dice", aggfunc="mean", sort=False)
+    table = table[[t for t in TISSUES if t in table.columns]]
+    table["mean"] = table.mean(axis=1)
+    table.columns.name = None
+    return table

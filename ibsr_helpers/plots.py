@@ -72,6 +72,9 @@ __all__ = [
     "plot_roi_box",
     "patch_centres",
     "plot_patch_centres",
+    "window_starts",
+    "plot_sliding_window",
+    "plot_dice_comparison",
 ]
 
 #: Label value -> colour (Okabe-Ito, colour-blind safe). Background has no colour.
@@ -554,7 +557,9 @@ def plot_tissue_volumes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
 # --------------------------------------------------------------------------- training results
 
 
-def plot_learning_curves(history: Mapping[str, Sequence[float]], title: str | None = None) -> Figure:
+def plot_learning_curves(
+    history: Mapping[str, Sequence[float]], title: str | None = None
+) -> Figure:
     """Training loss and validation Dice per tissue against the epoch.
 
     Args:
@@ -869,3 +874,138 @@ def plot_patch_centres(
                                            for v in range(4)), fontsize=9)
     fig.suptitle(f"Patch centres within ±{half} slices of {plane} slice {i}")
     return fig
+
+
+# --------------------------------------------------------------------------- 3D inference
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Where sliding windows start along one axis, as MONAI's sliding-window inference.
+
+    The step is ``int(patch * (1 - overlap))`` voxels (at least 1); the last window is
+    moved back so it ends at the border. A volume smaller than the patch gets one window
+    (MONAI pads it).
+
+    Args:
+        size: Volume size along the axis.
+        patch: Window (patch) size along the axis.
+        overlap: Fraction of a window shared with the next, in ``[0, 1)``.
+
+    Returns:
+        The start voxel of every window, ascending.
+
+    Example:
+        >>> window_starts(192, 64, 0.5)
+        [0, 32, 64, 96, 128]
+    """
+    if not 0 <= overlap < 1:
+        raise IBSRError(f"overlap must be in [0, 1), got {overlap}")
+    span = max(int(size) - int(patch), 0)
+    step = max(int(patch * (1 - overlap)), 1)
+    return sorted({min(i * step, span) for i in range(-(-span // step) + 1)})
+
+
+def plot_sliding_window(
+    image: np.ndarray,
+    patch_size: Sequence[int],
+    overlap: float = 0.5,
+    plane: str = "coronal",
+    index: int | None = None,
+    label: np.ndarray | None = None,
+) -> Figure:
+    """How sliding-window inference covers a volume, and how it blends the windows.
+
+    Three panels: the windows that cut one slice (dashed outlines, one drawn solid), the
+    Gaussian importance map that weighs each window's prediction (highest at its centre,
+    where the network saw the most context; MONAI's ``sigma_scale=0.125``), and the sum
+    of the weights over all windows on the slice, which the blended prediction is
+    divided by. Drawn one pixel per voxel, for a cropped model input.
+
+    Args:
+        image: ``(X, Y, Z)`` volume, e.g. a :class:`~ibsr_helpers.datasets.CroppedVolume`'s.
+        patch_size: Window size ``(x, y, z)``.
+        overlap: Window overlap, as ``inference.overlap``.
+        plane: Slicing plane.
+        index: Slice index (default: the middle).
+        label: Optional labels drawn over the image.
+
+    Returns:
+        The figure; its title gives the number of windows in the whole volume.
+    """
+    from monai.data.utils import compute_importance_map
+
+    image = _check_image(image)
+    axis = PLANE_AXIS[_check_plane(plane)]
+    h_axis, v_axis = _PLANE_DISPLAY[plane]
+    patch = tuple(int(p) for p in patch_size)
+    starts = [window_starts(n, p, overlap) for n, p in zip(image.shape, patch, strict=True)]
+    i = image.shape[axis] // 2 if index is None else int(index)
+    weight = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125).numpy()
+    coverage = np.zeros(image.shape, np.float32)
+    coverage = np.take(coverage, i, axis=axis)  # (A, B): the slice only
+    a_axis, b_axis = (k for k in range(3) if k != axis)
+    for s in starts[axis]:
+        if not s <= i < s + patch[axis]:
+            continue
+        w = np.take(weight, i - s, axis=axis)
+        for sa in starts[a_axis]:
+            for sb in starts[b_axis]:
+                coverage[sa:sa + patch[a_axis], sb:sb + patch[b_axis]] += w
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    ax_img, ax_w, ax_cov = fig.subplots(1, 3)
+    unit = (1.0, 1.0, 1.0)
+    lab2d = None if label is None else slice_plane(np.asarray(label), plane, i)
+    rgb = overlay(slice_plane(image, plane, i), lab2d, 0.3, intensity_window(image))
+    draw_slice(ax_img, rgb, image.shape, unit, plane, f"windows on {plane} slice {i}")
+    for n, (sh, sv) in enumerate((a, b) for a in starts[h_axis] for b in starts[v_axis]):
+        ax_img.add_patch(Rectangle((sh, sv), patch[h_axis], patch[v_axis], fill=False,
+                                   ec="#00E5FF", lw=2 if n == 0 else 0.8,
+                                   ls="-" if n == 0 else "--", alpha=1 if n == 0 else 0.7))
+    mid = np.take(weight, patch[axis] // 2, axis=axis)
+    ax_w.imshow(np.flipud(mid.T), cmap="magma", extent=(0, patch[h_axis], 0, patch[v_axis]))
+    ax_w.set(title=f"importance map ({'x'.join(map(str, patch))} window)", xticks=[], yticks=[])
+    shown = ax_cov.imshow(np.flipud(coverage.T), cmap="viridis",
+                          extent=plane_extent(image.shape, unit, plane))
+    ax_cov.set(title="sum of weights (divides the blend)", xticks=[], yticks=[])
+    fig.colorbar(shown, ax=ax_cov, shrink=0.8)
+    n_windows = int(np.prod([len(s) for s in starts]))
+    fig.suptitle(f"{n_windows} windows of {'x'.join(map(str, patch))} voxels cover "
+                 f"{'x'.join(map(str, image.shape))} at overlap {overlap:g}")
+    return fig
+
+
+def plot_dice_comparison(table: pd.DataFrame, title: str | None = None,
+                         ax: Axes | None = None) -> Figure:
+    """Grouped bars of Dice per tissue, one group per predictor.
+
+    Args:
+        table: One row per predictor (index: its name), columns ``CSF, GM, WM`` and
+            optionally ``mean``, e.g. :func:`ibsr_helpers.metrics.dice_table`.
+        title: Axes title.
+        ax: Axes to draw in (default: a new figure).
+
+    Returns:
+        The figure; each bar is labelled with its value.
+    """
+    cols = [c for c in (*TISSUES, "mean") if c in table.columns]
+    if not cols or table.empty:
+        raise IBSRError("the table needs rows and CSF / GM / WM / mean columns")
+    if ax is None:
+        fig = Figure(figsize=(max(5.0, 1.6 * len(table) + 2), 3.6), layout="constrained")
+        ax = fig.subplots()
+    colours = {t: LABEL_COLORS[v] for v, t in enumerate(TISSUES, start=1)} | {"mean": "0.3"}
+    width = 0.8 / len(cols)
+    x = np.arange(len(table))
+    for k, col in enumerate(cols):
+        bars = ax.bar(x + (k - (len(cols) - 1) / 2) * width, table[col], width,
+                      color=colours[col], edgecolor="k", lw=0.5, label=col)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(x, [str(i) for i in table.index])
+    low = float(np.nanmin(table[cols].to_numpy()))
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_ylabel("Dice")
+    ax.legend(loc="lower right", fontsize=8, ncol=len(cols))
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax.figure  # type: ignore[return-value]
