@@ -111,6 +111,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str
     except Exception as exc:
         raise IBSRError(f"cannot read the checkpoint ({exc})", ckpt) from None
     model.load_state_dict(state["model"] if "model" in state else state)
+    if torch.device(device).type == "cpu" and config["data"]["mode"] != "slices":
+        model = model.to(memory_format=torch.channels_last_3d)  # ~2x faster 3D conv on CPU
     return Run(model.to(device).eval(), config, run_dir)
 
 

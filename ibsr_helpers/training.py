@@ -235,6 +235,8 @@ def train(
     channels_last = dims == 2 and device.type == "cuda" and tcfg.get("channels_last", True)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if dims == 3 and device.type == "cpu":  # NDHWC: 3D conv backward ~3-10x faster on CPU
+        model = model.to(memory_format=torch.channels_last_3d)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(

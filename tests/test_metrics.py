@@ -401,3 +401,82 @@ def test_write_metrics_csv_round_trips(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(path), df)
     summary = M.write_metrics_csv(M.summary_table(df), tmp_path / "summary.csv")
     assert pd.read_csv(summary)["tissue"].tolist() == ["CSF", "GM", "WM", "mean"]
+
+
+# --------------------------------------------------------------------------- evaluate_runs
+
+
+def _sign_run(flip: bool = False):
+    """A Run whose 'network' labels positive voxels WM (3), or CSF (1) when ``flip``."""
+    import torch
+
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.inference import Run
+
+    class Sign(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            c, hit = x[:, :1], 1 if flip else 3
+            low = torch.zeros_like(c) - 10
+            logits = [-10 * c] + [10 * c if k == hit else low for k in (1, 2, 3)]
+            return torch.cat(logits, 1)
+
+    cfg = load_config({"model": {"name": "unet3d"},
+                       "data": {"mode": "volume", "roi": [16, 16, 16], "normalize": "zscore"}},
+                      None)
+    return Run(Sign().eval(), cfg)
+
+
+def _labelled_volume(sid: str) -> data.Volume:
+    img = np.zeros((20, 18, 22), np.float32)
+    img[4:16, 3:15, 5:17] = 1.0 + np.arange(12)[:, None, None]
+    label = np.where(img > 0, 3, 0).astype(np.uint8)
+    label[4:6] = np.where(img[4:6] > 0, 1, 0)
+    subject = data.Subject(sid, "val", None, None, (1.0, 1.0, 1.0), img.shape)
+    return data.Volume(subject, img, label, None)
+
+
+def test_evaluate_runs_scores_runs_and_ensembles_once_per_volume():
+    wm, csf = _sign_run(), _sign_run(flip=True)
+    vols = [_labelled_volume("IBSR_90"), _labelled_volume("IBSR_91")]
+    df = M.evaluate_runs({"wm": wm, "csf": csf, "both": [wm, csf]}, vols, raw=False)
+    assert list(df.columns) == ["name", "subject", "tissue", "dice", "avd", "seconds"]
+    assert len(df) == 3 * 2 * 3
+    assert wm.model.calls == csf.model.calls == 2  # each run once per volume, ensemble reused
+    # "wm" labels all brain WM: WM Dice 2*10/(12+10) per volume, GM empty in both (1), CSF 0.
+    row = df[(df["name"] == "wm") & (df["subject"] == "IBSR_90")].set_index("tissue")["dice"]
+    assert row["WM"] == pytest.approx(2 * 10 / 22) and row["GM"] == 1.0 and row["CSF"] == 0.0
+    # The ensemble equals predict_volume on the list (probabilities averaged).
+    from ibsr_helpers.inference import predict_volume
+
+    seg, _ = predict_volume([wm, csf], vols[0], raw=False)
+    expected = M.evaluate_segmentation(seg, vols[0].label, vols[0].spacing, hd=False)
+    got = df[(df["name"] == "both") & (df["subject"] == "IBSR_90")].set_index("tissue")["dice"]
+    assert got.to_dict() == {t: expected[t]["dice"] for t in data.TISSUES}
+    both = df[df["name"] == "both"]["seconds"].iloc[0]
+    parts = df[df["subject"] == "IBSR_90"].groupby("name")["seconds"].first()
+    assert both == pytest.approx(parts["wm"] + parts["csf"])
+
+
+def test_dice_table_means_in_first_seen_order():
+    df = pd.DataFrame([{"name": n, "subject": s, "tissue": t, "dice": d}
+                       for n, base in (("b", 0.5), ("a", 0.8))
+                       for s, off in (("S1", 0), ("S2", 0.1))
+                       for t, d in zip(data.TISSUES, (base + off, base, base - off), strict=True)])
+    table = M.dice_table(df)
+    assert list(table.index) == ["b", "a"] and list(table.columns) == [*data.TISSUES, "mean"]
+    assert table.loc["b", "CSF"] == pytest.approx(0.55)
+    assert table.loc["a", "mean"] == pytest.approx(0.8)
+
+
+def test_evaluate_runs_needs_labels_and_runs():
+    vol = _labelled_volume("IBSR_90")
+    with pytest.raises(IBSRError, match="at least one run"):
+        M.evaluate_runs({"empty": []}, [vol])
+    unlabelled = data.Volume(vol.subject, vol.image, None, None)
+    with pytest.raises(IBSRError, match="no label"):
+        M.evaluate_runs({"wm": _sign_run()}, [unlabelled])

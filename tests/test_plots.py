@@ -331,3 +331,48 @@ def test_plot_patch_centres():
     assert drawn == 40
     with pytest.raises(IBSRError):
         plots.plot_patch_centres({})
+
+
+# --------------------------------------------------------------------------- 3D inference
+
+
+@pytest.mark.parametrize(("shape", "patch", "overlap"), [
+    ((192, 128, 192), (64, 64, 64), 0.5), ((50, 37, 29), (24, 16, 32), 0.25),
+    ((192, 128, 192), (96, 96, 96), 0.0), ((20, 20, 20), (24, 16, 32), 0.5),
+])
+def test_window_starts_match_monai(shape, patch, overlap):
+    """The windows MONAI's sliding_window_inference visits (its own start positions)."""
+    from monai.data.utils import dense_patch_slices
+
+    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
+    steps = [max(int(p * (1 - overlap)), 1) if n > p else p
+             for n, p in zip(shape, patch, strict=True)]
+    slices = dense_patch_slices(padded, patch, steps)
+    expected = [sorted({int(s[k].start) for s in slices}) for k in range(3)]
+    assert [plots.window_starts(n, p, overlap) for n, p in zip(shape, patch, strict=True)] \
+        == expected
+
+
+def test_window_starts_rejects_bad_overlap():
+    with pytest.raises(IBSRError, match="overlap"):
+        plots.window_starts(100, 10, 1.0)
+
+
+def test_plot_sliding_window_counts_windows():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(96, 64, 96)).astype(np.float32)
+    fig = plots.plot_sliding_window(image, (32, 32, 32), 0.5, label=(image > 0).astype(np.uint8))
+    assert isinstance(fig, Figure) and len(fig.axes) == 4  # three panels and a colour bar
+    assert fig._suptitle.get_text().startswith("75 windows")  # 5 x 3 x 5
+    # windows cutting the coronal slice: 5 x 5 outlines
+    assert sum(isinstance(p, Rectangle) for p in fig.axes[0].patches) == 25
+
+
+def test_plot_dice_comparison_bars():
+    table = pd.DataFrame({"CSF": [0.6, 0.7], "GM": [0.9, 0.91], "WM": [0.88, 0.9]},
+                         index=["a", "b"])
+    table["mean"] = table.mean(axis=1)
+    fig = plots.plot_dice_comparison(table, title="x")
+    assert len(fig.axes[0].patches) == 8
+    with pytest.raises(IBSRError):
+        plots.plot_dice_comparison(pd.DataFrame())

@@ -1,0 +1,216 @@
+"""Benchmark every model of the course: training step, throughput, inference, memory.
+
+For each model, with the settings of its config file (``configs/``, quick profile on a
+CPU, full profile on a GPU unless ``--profile`` says otherwise):
+
+* the training step time (forward, loss, backward, AdamW) with the real input pipeline
+  (the engine's dataset, augmentation and DataLoader), and with one batch already on the
+  device; their ratio says how much the loader costs (1.0: nothing);
+* throughput in slices, volumes or patches per second (what one step trains on);
+* inference seconds per volume (one validation subject), without and with flip TTA;
+* peak memory: process RSS on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
+
+Each model runs in its own process, so peak memories do not mix and one failure (out of
+memory, say) leaves the others standing. Uses IBSR18 when found (``--data``,
+``IBSR18_DIR``, ``data/IBSR18``), else demo data.
+
+Usage::
+
+    python benchmarks/bench_models.py                       # all models, auto device
+    python benchmarks/bench_models.py --models unet3d unetr --device cuda --steps 20
+    python benchmarks/bench_models.py --device cpu --steps 3 --out bench_cpu.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+#: Benchmark name -> (config file, overrides).
+BENCHES: dict[str, tuple[str, list[str]]] = {
+    "unet2d": ("unet2d.yaml", []),
+    "efficientunet2d": ("unet2d.yaml", ["model.name=efficientunet2d",
+                                        "model.encoder_name=efficientnet-b0"]),
+    "unet3d": ("unet3d_patches.yaml", []),
+    "unet3d-volume": ("unet3d_volume.yaml", []),
+    "segresnet": ("segresnet_volume.yaml", []),
+    "unetr": ("unetr_volume.yaml", []),
+}
+DEFAULT_MODELS = ["unet2d", "efficientunet2d", "unet3d", "segresnet", "unetr"]
+UNITS = {"slices": "slices", "volume": "volumes", "patches": "patches"}
+N_TRAIN = 4  # training subjects loaded: enough for the loader to vary its samples
+
+
+def measure(name: str, device_name: str, profile: str, steps: int, data: str | None) -> dict:
+    """Measure one model in this process; returns one table row."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.data import discover, load_subjects, resolve_data_dir
+    from ibsr_helpers.datasets import EpochSampler, build_train_dataset, crop_volumes
+    from ibsr_helpers.environment import get_device, seed_everything
+    from ibsr_helpers.inference import (
+        Run,
+        divisor_for,
+        model_in_channels,
+        model_kwargs,
+        predict_volume,
+    )
+    from ibsr_helpers.losses import build_loss
+    from ibsr_helpers.models import build_model, count_parameters, spatial_dims
+    from ibsr_helpers.profiling import PeakMemory, time_train_steps
+    from ibsr_helpers.training import _to_batch
+    from ibsr_helpers.transforms import train_transforms
+
+    config_file, overrides = BENCHES[name]
+    cfg = load_config(CONFIGS / config_file, profile, overrides)
+    device = get_device(device_name)
+    seed_everything(0)
+    d, t = cfg["data"], cfg["train"]
+    root, _ = resolve_data_dir(data)
+    subjects = discover(root)
+    train_vols = load_subjects([s for s in subjects if s.split == "train"][:N_TRAIN],
+                               d["normalize"], progress=False)
+    val_vol = load_subjects([s for s in subjects if s.split == "val"][:1], d["normalize"],
+                            progress=False)[0]
+    dims = spatial_dims(cfg["model"]["name"])
+    gpu_aug = bool(d.get("gpu_augment")) and device.type == "cuda"
+    augment = train_transforms(cfg, dims)
+    dataset = build_train_dataset(cfg, crop_volumes(train_vols, d["roi"], divisor_for(cfg)),
+                                  None if gpu_aug else augment)
+    batch_size, workers = int(t["batch_size"]), int(d.get("num_workers", 0))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True,
+                        sampler=EpochSampler(len(dataset), (steps + 2) * batch_size),
+                        pin_memory=device.type == "cuda")
+
+    model = build_model(cfg["model"]["name"], model_in_channels(cfg), 4,
+                        **model_kwargs(cfg)).to(device)
+    channels_last = dims == 2 and device.type == "cuda" and t.get("channels_last", True)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dims == 3 and device.type == "cpu":  # as the engine does
+        model = model.to(memory_format=torch.channels_last_3d)
+    loss_fn = build_loss(**cfg["loss"])
+    amp = device.type == "cuda" and bool(t.get("amp", True))
+    batches = iter(loader)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = _to_batch(next(batches), device, augment if gpu_aug else None)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, label
+
+    real = time_train_steps(model, loss_fn, next_batch, steps=steps, warmup=1, amp=amp)
+    fixed = next_batch()  # the loader holds warm-up + steps + 1 batches
+    resident = time_train_steps(model, loss_fn, lambda: fixed, steps=steps, warmup=0, amp=amp)
+
+    run = Run(model.eval(), cfg)
+    if device.type == "cuda":  # warm-up: cuDNN autotuning, allocator
+        predict_volume(run, val_vol, raw=False)
+    infer = {}
+    with PeakMemory(device) as peak:
+        for tta in (False, True):
+            start = time.perf_counter()
+            predict_volume(run, val_vol, tta=tta, raw=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            infer[tta] = time.perf_counter() - start
+    size = d["patch_size"] if d["mode"] == "patches" else (
+        d["roi"] if d["mode"] == "volume" else f"{d['plane']} slice")
+    return {
+        "model": name,
+        "mode": d["mode"],
+        "input": "x".join(map(str, size)) if isinstance(size, list) else size,
+        "params_M": count_parameters(model) / 1e6,
+        "batch": int(real["batch"]),
+        "unit": UNITS[d["mode"]],
+        "step_s": real["step_s"],
+        "step_s_resident": resident["step_s"],
+        "loader_ratio": real["step_s"] / resident["step_s"],
+        "items_per_s": real["batch"] / real["step_s"],
+        "infer_s": infer[False],
+        "infer_tta_s": infer[True],
+        "train_peak_MB": max(real["peak_mb"], resident["peak_mb"]),
+        "infer_peak_MB": peak.mb,
+        "memory": peak.kind,
+        "profile": profile,
+        "device": str(device),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(BENCHES),
+                        help=f"default: {' '.join(DEFAULT_MODELS)}")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps (default 5)")
+    parser.add_argument("--data", default=None, help="IBSR18 or demo folder (default: found "
+                        "or demo)")
+    parser.add_argument("--profile", default=None, help="config profile (default: quick on "
+                        "CPU, full on CUDA)")
+    parser.add_argument("--out", default=None, help="also write the table to this CSV")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    profile = args.profile or ("full" if device.startswith("cuda") else "quick")
+    if args.child:  # one model, in a fresh process: print its row as JSON
+        row = measure(args.child, device, profile, args.steps, args.data)
+        print("ROW " + json.dumps(row), flush=True)
+        return 0
+
+    import pandas as pd
+
+    from ibsr_helpers.data import describe_source, resolve_data_dir
+    from ibsr_helpers.profiling import hardware_summary
+
+    hw = hardware_summary()
+    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
+    for key, value in hw.items():
+        print(f"{key:11s} {value}")
+    root, _ = resolve_data_dir(args.data)
+    print(f"{'data':11s} {describe_source(root)}")
+    print(f"{'device':11s} {device}, profile {profile}, {args.steps} timed steps\n", flush=True)
+
+    rows = []
+    for name in args.models:
+        cmd = [sys.executable, __file__, "--child", name, "--device", device,
+               "--steps", str(args.steps), "--profile", profile, "--data", str(root)]
+        start = time.time()
+        done = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, "MPLBACKEND": "Agg"})
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("ROW ")]
+        if done.returncode or not lines:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+            print(f"{name}: FAILED (exit {done.returncode}): {tail[0]}", flush=True)
+            rows.append({"model": name, "error": tail[0]})
+            continue
+        rows.append(json.loads(lines[-1][4:]))
+        print(f"{name}: done in {time.time() - start:.0f} s", flush=True)
+
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.3g}".format):
+        print()
+        print(table.drop(columns=[c for c in ("profile", "device") if c in table]).to_string(
+            index=False))
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Time and memory measurement helpers (ibsr_helpers.profiling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ibsr_helpers.profiling import PeakMemory, hardware_summary, rss_mb, time_train_steps
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    with PeakMemory("cpu") as before:
+        pass
+    with PeakMemory("cpu") as peak:
+        block = np.ones(200 * 2**20 // 8)  # 200 MB, touched
+        del block
+    assert peak.kind == "process RSS"
+    # The 200 MB block was resident at some point, then freed: the peak saw it.
+    assert peak.mb - before.mb > 150
+    assert rss_mb() < peak.mb
+
+
+def test_time_train_steps_trains_and_reports():
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(1, 4, 3, padding=1)
+    x, y = torch.randn(2, 1, 8, 8, 8), torch.randint(0, 4, (2, 8, 8, 8))
+    w0 = model.weight.detach().clone()
+    out = time_train_steps(model, torch.nn.functional.cross_entropy, lambda: (x, y), steps=2)
+    assert set(out) == {"step_s", "peak_mb", "batch"}
+    assert out["step_s"] > 0 and out["batch"] == 2 and out["peak_mb"] > 0
+    assert not torch.equal(w0, model.weight)  # AdamW stepped
+
+
+def test_hardware_summary_names_cpu_and_versions():
+    hw = hardware_summary()
+    assert hw["cores"] >= 1 and hw["torch"] == torch.__version__
+    assert hw["gpu"] == "none" or torch.cuda.is_available()
+    assert isinstance(hw["cpu"], str) and hw["cpu"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_peak_memory_on_cuda():
+    with PeakMemory("cuda") as peak:
+        x = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda")
+        del x
+    assert peak.kind == "cuda allocated" and peak.mb >= 64
