@@ -8,7 +8,7 @@ to pad the input. Extra keyword arguments (from a YAML config) go to the constru
 name                dims  network
 ==================  ====  ===========================================================
 ``unet2d``          2     smp ``Unet``, ResNet encoder (``encoder_name="resnet18"``)
-``efficientunet2d`` 2     smp ``Unet``, EfficientNet encoder (``"efficientnet-b0"``)
+``efficientunet2d`` 2     smp ``Unet``, EfficientNet encoder (``"timm-efficientnet-b0"``)
 ``unet3d``          3     MONAI ``UNet`` with residual units
 ``unetr``           3     MONAI ``UNETR`` (a ViT encoder; needs ``img_size``)
 ``segresnet``       3     MONAI ``SegResNet``
@@ -200,7 +200,9 @@ def _unet2d(
 
 
 def _efficientunet2d(
-    in_channels: int, out_channels: int, encoder_name: str = "efficientnet-b0", **kwargs: Any
+    # timm's B0 keeps BatchNorm momentum 0.1; smp's own "efficientnet-b0" uses 0.01, whose
+    # running statistics are still far off after a short (quick-profile) run: Dice 0.
+    in_channels: int, out_channels: int, encoder_name: str = "timm-efficientnet-b0", **kwargs: Any
 ) -> nn.Module:
     """Build an smp ``Unet`` with an EfficientNet encoder, 6.3 M parameters for ``b0``.
 
