@@ -957,10 +957,14 @@ def plot_sliding_window(
     lab2d = None if label is None else slice_plane(np.asarray(label), plane, i)
     rgb = overlay(slice_plane(image, plane, i), lab2d, 0.3, intensity_window(image))
     draw_slice(ax_img, rgb, image.shape, unit, plane, f"windows on {plane} slice {i}")
-    for n, (sh, sv) in enumerate((a, b) for a in starts[h_axis] for b in starts[v_axis]):
-        ax_img.add_patch(Rectangle((sh, sv), patch[h_axis], patch[v_axis], fill=False,
-                                   ec="#00E5FF", lw=2 if n == 0 else 0.8,
-                                   ls="-" if n == 0 else "--", alpha=1 if n == 0 else 0.7))
+    for sh in starts[h_axis]:
+        for sv in starts[v_axis]:
+            ax_img.add_patch(Rectangle((sh, sv), patch[h_axis], patch[v_axis], fill=False,
+                                       ec="#00E5FF", lw=0.6, ls="--", alpha=0.6))
+    # Two neighbours drawn solid, so the overlap shows.
+    for sh, colour in zip(starts[h_axis][:2], ("#00E5FF", "#FF00FF"), strict=False):
+        ax_img.add_patch(Rectangle((sh, starts[v_axis][0]), patch[h_axis], patch[v_axis],
+                                   fill=False, ec=colour, lw=2.0))
     mid = np.take(weight, patch[axis] // 2, axis=axis)
     ax_w.imshow(np.flipud(mid.T), cmap="magma", extent=(0, patch[h_axis], 0, patch[v_axis]))
     ax_w.set(title=f"importance map ({'x'.join(map(str, patch))} window)", xticks=[], yticks=[])

@@ -364,8 +364,8 @@ def test_plot_sliding_window_counts_windows():
     fig = plots.plot_sliding_window(image, (32, 32, 32), 0.5, label=(image > 0).astype(np.uint8))
     assert isinstance(fig, Figure) and len(fig.axes) == 4  # three panels and a colour bar
     assert fig._suptitle.get_text().startswith("75 windows")  # 5 x 3 x 5
-    # windows cutting the coronal slice: 5 x 5 outlines
-    assert sum(isinstance(p, Rectangle) for p in fig.axes[0].patches) == 25
+    # windows cutting the coronal slice: 5 x 5 outlines, two of them again drawn solid
+    assert sum(isinstance(p, Rectangle) for p in fig.axes[0].patches) == 25 + 2
 
 
 def test_plot_dice_comparison_bars():
