@@ -105,8 +105,17 @@ def _init_distributed(device: torch.device) -> bool:
     return True
 
 
-def validate(run: Run, volumes: list, tta: bool = False) -> dict[str, float]:
+def validate(
+    run: Run, volumes: list, tta: bool = False, keep_first: bool = False
+) -> dict[str, Any]:
     """Per-tissue Dice on whole (already normalised) validation volumes.
+
+    Args:
+        run: The model to score.
+        volumes: Labelled, normalised volumes.
+        tta: Flip test-time augmentation.
+        keep_first: Also return the first volume's segmentation under ``"first_seg"``
+            (the training run draws its overlay from it instead of predicting again).
 
     Returns:
         ``{"val_dice_CSF": …, "val_dice_GM": …, "val_dice_WM": …, "val_mean_dice": …}``
@@ -116,15 +125,19 @@ def validate(run: Run, volumes: list, tta: bool = False) -> dict[str, float]:
     run.model.eval()
     per = {t: [] for t in TISSUES}
     means = []
+    first = None
     for v in volumes:
         seg, _ = predict_volume(run, v, tta=tta, raw=False)
+        first = seg if first is None else first
         m = evaluate_segmentation(seg, v.label, v.spacing, hd=False)
         for t in TISSUES:
             per[t].append(m[t]["dice"])
         means.append(mean_dice(m))
     run.model.train(was_training)
-    out = {f"val_dice_{t}": float(np.mean(per[t])) for t in TISSUES}
+    out: dict[str, Any] = {f"val_dice_{t}": float(np.mean(per[t])) for t in TISSUES}
     out["val_mean_dice"] = float(np.mean(means))
+    if keep_first:
+        out["first_seg"] = first
     return out
 
 
@@ -162,7 +175,8 @@ def train(
         config: From :func:`ibsr_helpers.config.load_config`.
         data_dir: IBSR18 or demo data folder (needs ``train`` and ``val`` subjects).
         out_dir: The run folder (created).
-        resume: Continue from ``out_dir/last.pt`` if it exists.
+        resume: Continue from ``out_dir/last.pt`` if it exists; a run that already
+            finished returns its result at once, without reading the data.
         progress: Show tqdm bars.
 
     Returns:
@@ -193,6 +207,13 @@ def train(
                 out_dir,
             )
         out_dir.mkdir(parents=True, exist_ok=True)
+    finished = _finished_result(out_dir, config) if resume else None
+    if finished is not None:
+        finished.seconds = time.time() - start_time
+        if started_dist:
+            dist.destroy_process_group()
+        return finished
+    if main:
         (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     # Data: read and normalise once, crop to the brain box.
@@ -260,6 +281,7 @@ def train(
 
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "lr": [], "val_epoch": []}
     best, best_epoch, start_epoch = -1.0, -1, 0
+    best_seg = None  # the first validation volume, predicted by the best model
     if resume and (out_dir / "last.pt").exists():
         state = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -326,13 +348,15 @@ def train(
             history["lr"].append(record["lr"])
             last_epoch = epoch == epochs - 1
             if (epoch + 1) % int(tcfg["val_every"]) == 0 or last_epoch:
-                scores = validate(val_run, val_vols)
+                scores = validate(val_run, val_vols, keep_first=True)
+                first_seg = scores.pop("first_seg")
                 record.update(scores)
                 history["val_epoch"].append(epoch)
                 for key, value in scores.items():
                     history.setdefault(key, []).append(value)
                 if scores["val_mean_dice"] > best:
                     best, best_epoch = scores["val_mean_dice"], epoch
+                    best_seg = first_seg
                     _save(
                         {"model": model.state_dict(), "epoch": epoch, "dice": best},
                         out_dir / "best.pt",
@@ -354,7 +378,7 @@ def train(
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "lr")
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown}")
         if main:
-            _finish(val_run, val_vols, history, out_dir, tracker)
+            _finish(val_run, val_vols, best_seg, history, out_dir, tracker)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -370,19 +394,46 @@ def train(
     return result
 
 
-def _finish(run: Run, val_vols: list, history: dict, out_dir: Path, tracker: Tracker) -> None:
-    """Write the learning curve and a validation overlay, log them and the best weights."""
+def _finished_result(out_dir: Path, config: dict[str, Any]) -> TrainResult | None:
+    """The result of a run in ``out_dir`` that already trained all its epochs, else None."""
+    if not (out_dir / "last.pt").exists() or not (out_dir / "curves.png").exists():
+        return None
+    state = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=True)
+    if int(state["epoch"]) + 1 < int(config["train"]["epochs"]):
+        return None
+    history = json.loads((out_dir / "history.json").read_text())
+    return TrainResult(out_dir, history, float(state["best_dice"]), int(state["best_epoch"]))
+
+
+def _finish(
+    run: Run,
+    val_vols: list,
+    best_seg: np.ndarray | None,
+    history: dict,
+    out_dir: Path,
+    tracker: Tracker,
+) -> None:
+    """Write the learning curve and a validation overlay, log them and the best weights.
+
+    ``best_seg`` is the best model's segmentation of ``val_vols[0]`` when this call
+    saw that validation; after a resume it may be None, and the best weights predict it.
+    """
+    import matplotlib.pyplot as plt
+
     from ibsr_helpers.plots import plot_learning_curves, plot_prediction_overlay
 
     fig = plot_learning_curves(history)
     fig.savefig(out_dir / "curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
     best = out_dir / "best.pt"
-    if best.exists():
+    if best_seg is None and best.exists():
         state = torch.load(best, map_location=run.device, weights_only=True)
         run.model.load_state_dict(state["model"])
-    seg, _ = predict_volume(run, val_vols[0], raw=False)
-    fig = plot_prediction_overlay(val_vols[0], seg)
-    fig.savefig(out_dir / "val_overlay.png", dpi=100, bbox_inches="tight")
+        best_seg, _ = predict_volume(run, val_vols[0], raw=False)
+    if best_seg is not None:
+        fig = plot_prediction_overlay(val_vols[0], best_seg)
+        fig.savefig(out_dir / "val_overlay.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
     for name in ("best.pt", "curves.png", "val_overlay.png", "config.json", "history.json"):
         if (out_dir / name).exists():
             tracker.log_artifact(out_dir / name)

@@ -127,6 +127,42 @@ def test_resume_after_kill_matches_uninterrupted_run(
     assert steps == [0, 1, 2]
 
 
+def test_resume_of_finished_run_returns_without_reading_data(
+    uninterrupted, demo_root, tmp_path, monkeypatch
+):
+    import shutil
+
+    out = tmp_path / "done"
+    shutil.copytree(uninterrupted.run_dir, out)
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("a finished run read its data again")
+
+    monkeypatch.setattr(training, "discover", no_data)
+    result = training.train(_config(), demo_root, out, resume=True, progress=False)
+    assert result.history == uninterrupted.history
+    assert result.best_dice == pytest.approx(uninterrupted.best_dice)
+    assert result.best_epoch == uninterrupted.best_epoch
+    # a longer schedule is not finished: it goes on to read the data
+    with pytest.raises(AssertionError, match="read its data"):
+        training.train(_config(**{"train.epochs": 4}), demo_root, out, resume=True)
+
+
+def test_overlay_reuses_the_validation_prediction(demo_root, tmp_path, monkeypatch):
+    calls = []
+    real = training.predict_volume
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "predict_volume", counting)
+    cfg = _config(**{"train.epochs": 1, "train.val_every": 1})
+    training.train(cfg, demo_root, tmp_path / "one", progress=False)
+    assert len(calls) == 1  # one validation volume, predicted once
+    assert (tmp_path / "one" / "val_overlay.png").is_file()
+
+
 def test_lr_schedule_warmup_then_cosine():
     f = training.lr_lambda(100, 10, 0.01)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
