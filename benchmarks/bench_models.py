@@ -37,8 +37,7 @@ CONFIGS = ROOT / "configs"
 #: Benchmark name -> (config file, overrides).
 BENCHES: dict[str, tuple[str, list[str]]] = {
     "unet2d": ("unet2d.yaml", []),
-    "efficientunet2d": ("unet2d.yaml", ["model.name=efficientunet2d",
-                                        "model.encoder_name=efficientnet-b0"]),
+    "efficientunet2d": ("efficientunet2d.yaml", []),
     "unet3d": ("unet3d_patches.yaml", []),
     "unet3d-volume": ("unet3d_volume.yaml", []),
     "segresnet": ("segresnet_volume.yaml", []),
