@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check ibsr_helpers tests benchmarks
+	$(PY) -m ruff format --check ibsr_helpers tests benchmarks
 
 clean-runs:
 	rm -rf runs $(REPORTS)

@@ -77,22 +77,31 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
     d, t = cfg["data"], cfg["train"]
     root, _ = resolve_data_dir(data)
     subjects = discover(root)
-    train_vols = load_subjects([s for s in subjects if s.split == "train"][:N_TRAIN],
-                               d["normalize"], progress=False)
-    val_vol = load_subjects([s for s in subjects if s.split == "val"][:1], d["normalize"],
-                            progress=False)[0]
+    train_vols = load_subjects(
+        [s for s in subjects if s.split == "train"][:N_TRAIN], d["normalize"], progress=False
+    )
+    val_vol = load_subjects(
+        [s for s in subjects if s.split == "val"][:1], d["normalize"], progress=False
+    )[0]
     dims = spatial_dims(cfg["model"]["name"])
     gpu_aug = bool(d.get("gpu_augment")) and device.type == "cuda"
     augment = train_transforms(cfg, dims)
-    dataset = build_train_dataset(cfg, crop_volumes(train_vols, d["roi"], divisor_for(cfg)),
-                                  None if gpu_aug else augment)
+    dataset = build_train_dataset(
+        cfg, crop_volumes(train_vols, d["roi"], divisor_for(cfg)), None if gpu_aug else augment
+    )
     batch_size, workers = int(t["batch_size"]), int(d.get("num_workers", 0))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True,
-                        sampler=EpochSampler(len(dataset), (steps + 2) * batch_size),
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        drop_last=True,
+        sampler=EpochSampler(len(dataset), (steps + 2) * batch_size),
+        pin_memory=device.type == "cuda",
+    )
 
-    model = build_model(cfg["model"]["name"], model_in_channels(cfg), 4,
-                        **model_kwargs(cfg)).to(device)
+    model = build_model(cfg["model"]["name"], model_in_channels(cfg), 4, **model_kwargs(cfg)).to(
+        device
+    )
     channels_last = dims == 2 and device.type == "cuda" and t.get("channels_last", True)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -123,8 +132,11 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             infer[tta] = time.perf_counter() - start
-    size = d["patch_size"] if d["mode"] == "patches" else (
-        d["roi"] if d["mode"] == "volume" else f"{d['plane']} slice")
+    size = (
+        d["patch_size"]
+        if d["mode"] == "patches"
+        else (d["roi"] if d["mode"] == "volume" else f"{d['plane']} slice")
+    )
     return {
         "model": name,
         "mode": d["mode"],
@@ -148,14 +160,21 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(BENCHES),
-                        help=f"default: {' '.join(DEFAULT_MODELS)}")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=DEFAULT_MODELS,
+        choices=list(BENCHES),
+        help=f"default: {' '.join(DEFAULT_MODELS)}",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps (default 5)")
-    parser.add_argument("--data", default=None, help="IBSR18 or demo folder (default: found "
-                        "or demo)")
-    parser.add_argument("--profile", default=None, help="config profile (default: quick on "
-                        "CPU, full on CUDA)")
+    parser.add_argument(
+        "--data", default=None, help="IBSR18 or demo folder (default: found or demo)"
+    )
+    parser.add_argument(
+        "--profile", default=None, help="config profile (default: quick on CPU, full on CUDA)"
+    )
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -185,11 +204,24 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for name in args.models:
-        cmd = [sys.executable, __file__, "--child", name, "--device", device,
-               "--steps", str(args.steps), "--profile", profile, "--data", str(root)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--device",
+            device,
+            "--steps",
+            str(args.steps),
+            "--profile",
+            profile,
+            "--data",
+            str(root),
+        ]
         start = time.time()
-        done = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "MPLBACKEND": "Agg"})
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"}
+        )
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("ROW ")]
         if done.returncode or not lines:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
@@ -200,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done in {time.time() - start:.0f} s", flush=True)
 
     table = pd.DataFrame(rows)
-    with pd.option_context("display.width", 200, "display.max_columns", 30,
-                           "display.float_format", "{:.3g}".format):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3g}".format
+    ):
         print()
-        print(table.drop(columns=[c for c in ("profile", "device") if c in table]).to_string(
-            index=False))
+        print(
+            table.drop(columns=[c for c in ("profile", "device") if c in table]).to_string(
+                index=False
+            )
+        )
     if args.out:
         table.to_csv(args.out, index=False)
         print(f"\nwritten to {args.out}")

@@ -1,2 +1,3 @@
 """Helpers for the IBSR18 brain tissue segmentation course."""
+
 __version__ = "0.1.0"

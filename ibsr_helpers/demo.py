@@ -125,20 +125,26 @@ def _load_templates() -> _Templates:
         raise IBSRError("unexpected MNI152 template geometry in this nilearn version")
     brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).dataobj, dtype=np.float32)
     idx = np.argwhere(brain > 0)
-    crop = tuple(slice(max(0, int(lo) - 2), int(hi) + 3)
-                 for lo, hi in zip(idx.min(0), idx.max(0), strict=True))
+    crop = tuple(
+        slice(max(0, int(lo) - 2), int(hi) + 3)
+        for lo, hi in zip(idx.min(0), idx.max(0), strict=True)
+    )
     maps = [
         np.asarray(img.dataobj, dtype=np.float32)[crop]
-        for img in (t1_img, datasets.load_mni152_gm_template(resolution=1),
-                    datasets.load_mni152_wm_template(resolution=1))
+        for img in (
+            t1_img,
+            datasets.load_mni152_gm_template(resolution=1),
+            datasets.load_mni152_wm_template(resolution=1),
+        )
     ]
     t1, gm, wm = (m / m.max() for m in maps)
     brain = np.ascontiguousarray(brain[crop])
     centre = np.array(ndi.center_of_mass(brain))
     idx = np.argwhere(brain > 0)
     lo, hi = idx.min(0) - centre, idx.max(0) - centre
-    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
-                        for c in (lo[2], hi[2])])
+    corners = np.array(
+        [[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+    )
     return _Templates(t1, brain, gm, wm, centre, corners)
 
 
@@ -162,16 +168,19 @@ def _upsampler(n_control: int, size: int, start: int, stop: int) -> np.ndarray:
 
 def _smooth_field(control: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
     """Evaluate a coarse ``(a, b, c)`` control grid on the voxels of ``box`` (separably)."""
-    mats = [_upsampler(n, size, s.start, s.stop)
-            for n, size, s in zip(control.shape, SHAPE, box, strict=True)]
+    mats = [
+        _upsampler(n, size, s.start, s.stop)
+        for n, size, s in zip(control.shape, SHAPE, box, strict=True)
+    ]
     field = np.tensordot(mats[0], control.astype(np.float32), axes=(1, 0))  # (X, b, c)
     field = np.tensordot(field, mats[1], axes=(1, 1))  # (X, c, Y)
     field = np.tensordot(field, mats[2], axes=(1, 1))  # (X, Y, Z)
     return field
 
 
-def _subject_volumes(tpl: _Templates, rng: np.random.Generator,
-                     max_intensity: float) -> tuple[np.ndarray, np.ndarray]:
+def _subject_volumes(
+    tpl: _Templates, rng: np.random.Generator, max_intensity: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp the templates into one subject: ``(image int16, label int16)``, both SHAPE."""
     spacing = np.array(SPACING)
     # Global affine in mm, mapping template (relative to its brain centre) to the grid.
@@ -189,8 +198,9 @@ def _subject_volumes(tpl: _Templates, rng: np.random.Generator,
     margin = np.abs(deform_control).max() * 1.2 + 2 * spacing.max()
     lo = np.floor(_BRAIN_CENTRE_VOXEL + (reach.min(0) - margin) / spacing).astype(int)
     hi = np.ceil(_BRAIN_CENTRE_VOXEL + (reach.max(0) + margin) / spacing).astype(int) + 1
-    box = tuple(slice(max(0, int(a)), min(n, int(b)))
-                for a, b, n in zip(lo, hi, SHAPE, strict=True))
+    box = tuple(
+        slice(max(0, int(a)), min(n, int(b))) for a, b, n in zip(lo, hi, SHAPE, strict=True)
+    )
 
     # Grid voxel -> mm relative to the brain centre, displaced, then into template voxels.
     points = [
@@ -212,14 +222,16 @@ def _subject_volumes(tpl: _Templates, rng: np.random.Generator,
     del moved
 
     # The mask everywhere in the box; the other maps only inside the brain (a quarter).
-    brain = ndi.map_coordinates(tpl.brain, coords, order=1, mode="constant", cval=0.0,
-                                output=np.float32, prefilter=False)
+    brain = ndi.map_coordinates(
+        tpl.brain, coords, order=1, mode="constant", cval=0.0, output=np.float32, prefilter=False
+    )
     inside = brain >= 0.5
     points = coords[:, inside]
     del coords
     gm, wm, t1 = (
-        ndi.map_coordinates(volume, points, order=1, mode="constant", cval=0.0,
-                            output=np.float32, prefilter=False)
+        ndi.map_coordinates(
+            volume, points, order=1, mode="constant", cval=0.0, output=np.float32, prefilter=False
+        )
         for volume in (tpl.gm, tpl.wm, tpl.t1)
     )
     csf = np.clip(brain[inside] - gm - wm, 0.0, None)
@@ -265,7 +277,8 @@ def _prepare(out: Path) -> None:
     folders = [out, *(p for p in course.glob("*") if p.is_dir())] if out.is_dir() else []
     for folder in folders:
         foreign = sorted(
-            p.name for p in folder.iterdir()
+            p.name
+            for p in folder.iterdir()
             if p.is_dir() and _SUBJECT_RE.match(p.name) and not p.name.startswith("DEMO_")
         )
         if foreign:
@@ -300,8 +313,9 @@ def _marker_text(n_subjects: int, seed: int, sizes: tuple[int, int, int], bright
     )
 
 
-def make_demo_dataset(out: str | Path, n_subjects: int = 6, seed: int = 0,
-                      progress: bool = True) -> Path:
+def make_demo_dataset(
+    out: str | Path, n_subjects: int = 6, seed: int = 0, progress: bool = True
+) -> Path:
     """Write an IBSR-like demo data set in the course layout.
 
     Files: ``out/TrainingValidationTestSets/{Training_Set,Validation_Set,Test_Set}/

@@ -488,10 +488,19 @@ def evaluate_runs(
             seconds = sum(cache[id(r)][1] for r in group)
             seg = probs.argmax(0).numpy().astype(np.uint8)
             scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=hd)
-            rows += [{"name": name, "subject": vol.id, "tissue": t, **scores[t],
-                      "seconds": seconds} for t in TISSUES]
-    columns = ["name", "subject", "tissue", "dice", *(["hd", "hd95"] if hd else []), "avd",
-               "seconds"]
+            rows += [
+                {"name": name, "subject": vol.id, "tissue": t, **scores[t], "seconds": seconds}
+                for t in TISSUES
+            ]
+    columns = [
+        "name",
+        "subject",
+        "tissue",
+        "dice",
+        *(["hd", "hd95"] if hd else []),
+        "avd",
+        "seconds",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

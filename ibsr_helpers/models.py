@@ -75,6 +75,7 @@ def _ensure_torchvision() -> None:
         return
     try:
         import torchvision  # noqa: F401
+
         return
     except ModuleNotFoundError:
         return  # not installed: only the smp models will be missing
@@ -202,7 +203,10 @@ def _unet2d(
 def _efficientunet2d(
     # timm's B0 keeps BatchNorm momentum 0.1; smp's own "efficientnet-b0" uses 0.01, whose
     # running statistics are still far off after a short (quick-profile) run: Dice 0.
-    in_channels: int, out_channels: int, encoder_name: str = "timm-efficientnet-b0", **kwargs: Any
+    in_channels: int,
+    out_channels: int,
+    encoder_name: str = "timm-efficientnet-b0",
+    **kwargs: Any,
 ) -> nn.Module:
     """Build an smp ``Unet`` with an EfficientNet encoder, 6.3 M parameters for ``b0``.
 
@@ -258,9 +262,7 @@ def _unetr(
     from monai.networks.nets import UNETR
 
     if img_size is None:
-        raise IBSRError(
-            "model 'unetr' needs img_size: the training patch size, e.g. [96, 96, 96]"
-        )
+        raise IBSRError("model 'unetr' needs img_size: the training patch size, e.g. [96, 96, 96]")
     sides = (img_size,) * 3 if isinstance(img_size, int) else tuple(img_size)
     if any(side % _UNETR_PATCH for side in sides):
         raise IBSRError(f"img_size {list(sides)} of model 'unetr' must be divisible by 16")

@@ -473,8 +473,13 @@ def plot_intensity_histograms(
     ax.set_xlabel("intensity" if normalize is None else f"intensity after {normalize}")
     ax.set_ylabel("density (brain voxels)")
     ax.set_title(f"Brain intensity histograms ({normalize or 'raw'})")
-    ax.legend(fontsize=7, ncol=1 + len(volumes) // 10, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              frameon=False)
+    ax.legend(
+        fontsize=7,
+        ncol=1 + len(volumes) // 10,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
     ax.margins(x=0.01)
     return ax.figure  # type: ignore[return-value]
 
@@ -498,14 +503,16 @@ def tissue_volumes(volumes: Sequence[Volume]) -> pd.DataFrame:
         voxel_ml = float(np.prod(vol.spacing)) / 1000.0
         total = int(counts[1 : len(TISSUES) + 1].sum())
         for value, tissue in enumerate(TISSUES, start=1):
-            rows.append({
-                "subject": vol.id,
-                "split": vol.subject.split,
-                "tissue": tissue,
-                "voxels": int(counts[value]),
-                "volume_ml": counts[value] * voxel_ml,
-                "percent": 100.0 * counts[value] / total if total else 0.0,
-            })
+            rows.append(
+                {
+                    "subject": vol.id,
+                    "split": vol.subject.split,
+                    "tissue": tissue,
+                    "voxels": int(counts[value]),
+                    "volume_ml": counts[value] * voxel_ml,
+                    "percent": 100.0 * counts[value] / total if total else 0.0,
+                }
+            )
     columns = ["subject", "split", "tissue", "voxels", "volume_ml", "percent"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -539,8 +546,17 @@ def plot_tissue_volumes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
         fig = Figure(figsize=(10, 4), layout="constrained")
         ax = fig.add_subplot()
     palette = {LABELS[v]: LABEL_COLORS[v] for v in LABEL_COLORS}
-    sns.barplot(data=df, x="subject", y="volume_ml", hue="tissue", order=order,
-                hue_order=list(TISSUES), palette=palette, saturation=1.0, ax=ax)
+    sns.barplot(
+        data=df,
+        x="subject",
+        y="volume_ml",
+        hue="tissue",
+        order=order,
+        hue_order=list(TISSUES),
+        palette=palette,
+        saturation=1.0,
+        ax=ax,
+    )
     split_of = dict(zip(df["subject"], df["split"], strict=False))
     ax.set_xticks(range(len(order)), [f"{s}\n{split_of[s]}" for s in order], fontsize=8)
     for i in range(1, len(order)):
@@ -551,7 +567,6 @@ def plot_tissue_volumes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     ax.set_title("Tissue volumes per subject")
     ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax.figure  # type: ignore[return-value]
-
 
 
 # --------------------------------------------------------------------------- training results
@@ -579,11 +594,13 @@ def plot_learning_curves(
     for value, tissue in enumerate(TISSUES, start=1):
         key = f"val_dice_{tissue}"
         if history.get(key):
-            ax_dice.plot(val_epochs, history[key], marker="o", color=LABEL_COLORS[value],
-                         label=tissue)
+            ax_dice.plot(
+                val_epochs, history[key], marker="o", color=LABEL_COLORS[value], label=tissue
+            )
     if history.get("val_mean_dice"):
-        ax_dice.plot(val_epochs, history["val_mean_dice"], marker="s", color="k", lw=2,
-                     label="mean")
+        ax_dice.plot(
+            val_epochs, history["val_mean_dice"], marker="s", color="k", lw=2, label="mean"
+        )
         ax_dice.legend(loc="lower right")
     ax_dice.set(xlabel="epoch", ylabel="Dice", title="validation Dice (whole volumes)")
     ax_dice.grid(alpha=0.3)
@@ -592,8 +609,13 @@ def plot_learning_curves(
     return fig
 
 
-def plot_prediction_overlay(volume: Volume, prediction: np.ndarray, plane: str = "coronal",
-                            index: int | None = None, alpha: float = 0.45) -> Figure:
+def plot_prediction_overlay(
+    volume: Volume,
+    prediction: np.ndarray,
+    plane: str = "coronal",
+    index: int | None = None,
+    alpha: float = 0.45,
+) -> Figure:
     """Ground truth, prediction and their disagreement on one slice.
 
     Args:
@@ -741,8 +763,9 @@ def plot_augmentations(
     label = np.asarray(label)
     label = label[None] if label.ndim == 2 else label
     if image.ndim != 3 or label.shape[1:] != image.shape[1:]:
-        raise IBSRError(f"expected image (C, A, B) and label (1, A, B), got {image.shape}, "
-                        f"{label.shape}")
+        raise IBSRError(
+            f"expected image (C, A, B) and label (1, A, B), got {image.shape}, {label.shape}"
+        )
     if hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=seed)
     centre = image.shape[0] // 2
@@ -753,8 +776,15 @@ def plot_augmentations(
     titles = ["original"] + [f"augmented {i}" for i in range(1, n + 1)]
     images = [p[0] for p in pairs] * 2
     labels = [None] * len(pairs) + [p[1] for p in pairs]
-    return plot_slices(images, labels, titles * 2, plane, ncols=len(pairs), alpha=alpha,
-                       window=intensity_window(image[centre]))
+    return plot_slices(
+        images,
+        labels,
+        titles * 2,
+        plane,
+        ncols=len(pairs),
+        alpha=alpha,
+        window=intensity_window(image[centre]),
+    )
 
 
 def plot_roi_box(volume: Volume, box: Box, slices: Sequence[int] | None = None) -> Figure:
@@ -785,8 +815,9 @@ def plot_roi_box(volume: Volume, box: Box, slices: Sequence[int] | None = None) 
     return fig
 
 
-def patch_centres(dataset: PatchDataset, volume_index: int = 0,
-                  seed: int | None = None) -> np.ndarray:
+def patch_centres(
+    dataset: PatchDataset, volume_index: int = 0, seed: int | None = None
+) -> np.ndarray:
     """Draw one round of patches from a patch dataset and return their centres.
 
     The centres are read from the crop MONAI records in each patch's
@@ -858,20 +889,40 @@ def plot_patch_centres(
         i = vol.image.shape[axis] // 2 if index is None else int(index)
         half = ds.patch_size[axis] // 4 if slab is None else int(slab)
         tissue = vol.label[tuple(centres.T)]
-        rgb = overlay(slice_plane(vol.image, plane, i), slice_plane(vol.label, plane, i), 0.25,
-                      intensity_window(vol.image))
+        rgb = overlay(
+            slice_plane(vol.image, plane, i),
+            slice_plane(vol.label, plane, i),
+            0.25,
+            intensity_window(vol.image),
+        )
         draw_slice(ax, rgb, vol.image.shape, (1.0, 1.0, 1.0), plane)
         near = np.abs(centres[:, axis] - i) <= half
         for value, colour in colours.items():
             pick = near & (tissue == value)
-            ax.scatter(centres[pick, h_axis] + 0.5, centres[pick, v_axis] + 0.5, s=9, c=colour,
-                       edgecolors="k", linewidths=0.3)
+            ax.scatter(
+                centres[pick, h_axis] + 0.5,
+                centres[pick, v_axis] + 0.5,
+                s=9,
+                c=colour,
+                edgecolors="k",
+                linewidths=0.3,
+            )
         c, size = centres[0], ds.patch_size
-        ax.add_patch(Rectangle((c[h_axis] - size[h_axis] // 2, c[v_axis] - size[v_axis] // 2),
-                               size[h_axis], size[v_axis], fill=False, ec="#00E5FF", ls="--"))
+        ax.add_patch(
+            Rectangle(
+                (c[h_axis] - size[h_axis] // 2, c[v_axis] - size[v_axis] // 2),
+                size[h_axis],
+                size[v_axis],
+                fill=False,
+                ec="#00E5FF",
+                ls="--",
+            )
+        )
         share = np.bincount(tissue, minlength=4) / len(tissue)
-        ax.set_title(f"{name}\n" + " ".join(f"{LABELS[v] if v else 'bg'} {share[v]:.0%}"
-                                           for v in range(4)), fontsize=9)
+        ax.set_title(
+            f"{name}\n" + " ".join(f"{LABELS[v] if v else 'bg'} {share[v]:.0%}" for v in range(4)),
+            fontsize=9,
+        )
     fig.suptitle(f"Patch centres within ±{half} slices of {plane} slice {i}")
     return fig
 
@@ -950,7 +1001,7 @@ def plot_sliding_window(
         w = np.take(weight, i - s, axis=axis)
         for sa in starts[a_axis]:
             for sb in starts[b_axis]:
-                coverage[sa:sa + patch[a_axis], sb:sb + patch[b_axis]] += w
+                coverage[sa : sa + patch[a_axis], sb : sb + patch[b_axis]] += w
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax_img, ax_w, ax_cov = fig.subplots(1, 3)
     unit = (1.0, 1.0, 1.0)
@@ -959,27 +1010,44 @@ def plot_sliding_window(
     draw_slice(ax_img, rgb, image.shape, unit, plane, f"windows on {plane} slice {i}")
     for sh in starts[h_axis]:
         for sv in starts[v_axis]:
-            ax_img.add_patch(Rectangle((sh, sv), patch[h_axis], patch[v_axis], fill=False,
-                                       ec="#00E5FF", lw=0.6, ls="--", alpha=0.6))
+            ax_img.add_patch(
+                Rectangle(
+                    (sh, sv),
+                    patch[h_axis],
+                    patch[v_axis],
+                    fill=False,
+                    ec="#00E5FF",
+                    lw=0.6,
+                    ls="--",
+                    alpha=0.6,
+                )
+            )
     # Two neighbours drawn solid, so the overlap shows.
     for sh, colour in zip(starts[h_axis][:2], ("#00E5FF", "#FF00FF"), strict=False):
-        ax_img.add_patch(Rectangle((sh, starts[v_axis][0]), patch[h_axis], patch[v_axis],
-                                   fill=False, ec=colour, lw=2.0))
+        ax_img.add_patch(
+            Rectangle(
+                (sh, starts[v_axis][0]), patch[h_axis], patch[v_axis], fill=False, ec=colour, lw=2.0
+            )
+        )
     mid = np.take(weight, patch[axis] // 2, axis=axis)
     ax_w.imshow(np.flipud(mid.T), cmap="magma", extent=(0, patch[h_axis], 0, patch[v_axis]))
     ax_w.set(title=f"importance map ({'x'.join(map(str, patch))} window)", xticks=[], yticks=[])
-    shown = ax_cov.imshow(np.flipud(coverage.T), cmap="viridis",
-                          extent=plane_extent(image.shape, unit, plane))
+    shown = ax_cov.imshow(
+        np.flipud(coverage.T), cmap="viridis", extent=plane_extent(image.shape, unit, plane)
+    )
     ax_cov.set(title="sum of weights (divides the blend)", xticks=[], yticks=[])
     fig.colorbar(shown, ax=ax_cov, shrink=0.8)
     n_windows = int(np.prod([len(s) for s in starts]))
-    fig.suptitle(f"{n_windows} windows of {'x'.join(map(str, patch))} voxels cover "
-                 f"{'x'.join(map(str, image.shape))} at overlap {overlap:g}")
+    fig.suptitle(
+        f"{n_windows} windows of {'x'.join(map(str, patch))} voxels cover "
+        f"{'x'.join(map(str, image.shape))} at overlap {overlap:g}"
+    )
     return fig
 
 
-def plot_dice_comparison(table: pd.DataFrame, title: str | None = None,
-                         ax: Axes | None = None) -> Figure:
+def plot_dice_comparison(
+    table: pd.DataFrame, title: str | None = None, ax: Axes | None = None
+) -> Figure:
     """Grouped bars of Dice per tissue, one group per predictor.
 
     Args:
@@ -1001,8 +1069,15 @@ def plot_dice_comparison(table: pd.DataFrame, title: str | None = None,
     width = 0.8 / len(cols)
     x = np.arange(len(table))
     for k, col in enumerate(cols):
-        bars = ax.bar(x + (k - (len(cols) - 1) / 2) * width, table[col], width,
-                      color=colours[col], edgecolor="k", lw=0.5, label=col)
+        bars = ax.bar(
+            x + (k - (len(cols) - 1) / 2) * width,
+            table[col],
+            width,
+            color=colours[col],
+            edgecolor="k",
+            lw=0.5,
+            label=col,
+        )
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, [str(i) for i in table.index])
     low = float(np.nanmin(table[cols].to_numpy()))

@@ -106,15 +106,24 @@ class SliceViewer:
         self._quiet = False
         has_label = self.label is not None or self.compare is not None
 
-        self.plane_widget = widgets.ToggleButtons(options=list(PLANES), value=plane,
-                                                  description="plane")
+        self.plane_widget = widgets.ToggleButtons(
+            options=list(PLANES), value=plane, description="plane"
+        )
         self.slice_widget = widgets.IntSlider(
-            value=self._index[plane], min=0, max=n_slices(self.image.shape, plane) - 1,
-            description="slice", continuous_update=True,
+            value=self._index[plane],
+            min=0,
+            max=n_slices(self.image.shape, plane) - 1,
+            description="slice",
+            continuous_update=True,
         )
         self.alpha_widget = widgets.FloatSlider(
-            value=alpha, min=0.0, max=1.0, step=0.05, description="opacity",
-            disabled=not has_label, continuous_update=True,
+            value=alpha,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="opacity",
+            disabled=not has_label,
+            continuous_update=True,
         )
         self.image_widget = widgets.Image(format="png")
         self.plane_widget.observe(self._on_plane, names="value")
@@ -184,8 +193,9 @@ class SliceViewer:
         grey = slice_plane(self.image, plane, i)
         labels = [self.label] if self.compare is None else [self.label, self.compare]
         return [
-            overlay(grey, None if lab is None else slice_plane(lab, plane, i), self.alpha,
-                    self._window)
+            overlay(
+                grey, None if lab is None else slice_plane(lab, plane, i), self.alpha, self._window
+            )
             for lab in labels
         ]
 
@@ -213,8 +223,14 @@ class SliceViewer:
             name = f"{self.names[k]} · " if n > 1 else ""
             draw_slice(ax, rgb, self.image.shape, self.spacing, plane, f"{name}{plane} {i}/{last}")
         if show_legend:
-            fig.legend(handles=legend_handles(), loc="lower center", ncol=3, frameon=False,
-                       fontsize=9, bbox_to_anchor=(0.5, 0.0))
+            fig.legend(
+                handles=legend_handles(),
+                loc="lower center",
+                ncol=3,
+                frameon=False,
+                fontsize=9,
+                bbox_to_anchor=(0.5, 0.0),
+            )
         if self.title:
             fig.suptitle(self.title, y=1 - 0.05 / height, va="top", fontsize=11)
         return fig

@@ -56,6 +56,7 @@ def _arrays(root: Path, sid: str, split_dir: str) -> tuple[np.ndarray, np.ndarra
 
 # --- splits ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("n", "sizes"),
     [(3, (1, 1, 1)), (4, (2, 1, 1)), (6, (3, 2, 1)), (10, (6, 3, 1)), (18, (10, 6, 2))],
@@ -81,6 +82,7 @@ def test_too_few_subjects_raise(n, tmp_path):
 
 
 # --- layout and marker ----------------------------------------------------------------
+
 
 def test_layout(demo_root):
     course = demo_root / "TrainingValidationTestSets"
@@ -115,6 +117,7 @@ def test_discover_finds_the_splits(demo_root):
 
 # --- on-disk format -------------------------------------------------------------------
 
+
 def test_files_are_4d_int16_with_ibsr_header(demo_root):
     for s in data.discover(demo_root):
         for path in (s.image, s.label):
@@ -145,6 +148,7 @@ def test_header_matches_real_ibsr18():
 
 
 # --- content --------------------------------------------------------------------------
+
 
 def test_load_subject_validates(volumes):
     assert [v.id for v in volumes] == [sid for sid, _ in EXPECTED]
@@ -201,8 +205,8 @@ def test_anatomy_the_right_way_round(volumes):
             continue
         brain = v.label > 0
         z = np.nonzero(brain.any(axis=(0, 1)))[0]
-        low = np.argwhere(brain[:, :, z.min(): z.min() + 25]).mean(0)[1]
-        top = np.argwhere(brain[:, :, z.max() - 24: z.max() + 1]).mean(0)[1]
+        low = np.argwhere(brain[:, :, z.min() : z.min() + 25]).mean(0)[1]
+        top = np.argwhere(brain[:, :, z.max() - 24 : z.max() + 1]).mean(0)[1]
         assert low - top < -8, (v.id, low, top)
 
 
@@ -214,6 +218,7 @@ def test_intensity_scales_differ_with_one_bright_subject(volumes):
 
 # --- determinism, rerun, interruption -------------------------------------------------
 
+
 def test_same_seed_identical_and_rerun_replaces(demo_root, tmp_path):
     out = tmp_path / "again"
     stale = out / "TrainingValidationTestSets" / "Training_Set" / "DEMO_09"
@@ -222,8 +227,11 @@ def test_same_seed_identical_and_rerun_replaces(demo_root, tmp_path):
     make_demo_dataset(out, n_subjects=3, seed=0, progress=False)
     assert not stale.exists()
     assert [(s.id, s.split) for s in data.discover(out)] == EXPECTED
-    for sid, split_dir in [("DEMO_01", "Training_Set"), ("DEMO_02", "Validation_Set"),
-                           ("DEMO_03", "Test_Set")]:
+    for sid, split_dir in [
+        ("DEMO_01", "Training_Set"),
+        ("DEMO_02", "Validation_Set"),
+        ("DEMO_03", "Test_Set"),
+    ]:
         a_img, a_seg = _arrays(demo_root, sid, split_dir)
         b_img, b_seg = _arrays(out, sid, split_dir)
         np.testing.assert_array_equal(a_img, b_img)

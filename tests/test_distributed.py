@@ -23,7 +23,7 @@ import torch
 WORLD = 2
 EPOCHS, STEPS, BATCH = 2, 3, 2
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
 
@@ -66,22 +66,38 @@ SCRIPT = textwrap.dedent('''
     training.train(config, data_dir, out_dir, progress=False)
     torch.save(built[0].state_dict(), log_dir / f"weights_rank{rank}.pt")
     (log_dir / f"log_rank{rank}.json").write_text(json.dumps(log))
-''')
+""")
 
 
 def _config() -> dict:
     from ibsr_helpers.config import load_config
 
-    return load_config({
-        "name": "ddp-test", "device": "cpu", "tracking": "none", "seed": 3,
-        "model": {"name": "unet3d", "channels": [4, 8, 16], "num_res_units": 1},
-        "data": {"mode": "patches", "patch_size": [32, 32, 32], "patches_per_volume": 2,
-                 "sampler": "uniform", "augment": True},
-        "optim": {"lr": 0.01, "warmup_epochs": 0},
-        "train": {"epochs": EPOCHS, "steps_per_epoch": STEPS, "batch_size": BATCH,
-                  "val_every": EPOCHS, "max_val_subjects": 1},
-        "inference": {"overlap": 0.0, "sw_batch_size": 16},
-    }, profile=None)
+    return load_config(
+        {
+            "name": "ddp-test",
+            "device": "cpu",
+            "tracking": "none",
+            "seed": 3,
+            "model": {"name": "unet3d", "channels": [4, 8, 16], "num_res_units": 1},
+            "data": {
+                "mode": "patches",
+                "patch_size": [32, 32, 32],
+                "patches_per_volume": 2,
+                "sampler": "uniform",
+                "augment": True,
+            },
+            "optim": {"lr": 0.01, "warmup_epochs": 0},
+            "train": {
+                "epochs": EPOCHS,
+                "steps_per_epoch": STEPS,
+                "batch_size": BATCH,
+                "val_every": EPOCHS,
+                "max_val_subjects": 1,
+            },
+            "inference": {"overlap": 0.0, "sw_batch_size": 16},
+        },
+        profile=None,
+    )
 
 
 def test_two_cpu_ranks_see_different_samples_and_end_identical(demo_root, tmp_path):
@@ -91,10 +107,20 @@ def test_two_cpu_ranks_see_different_samples_and_end_identical(demo_root, tmp_pa
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={WORLD}", str(script), str(demo_root), str(out_dir), str(log_dir)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).parents[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        str(script),
+        str(demo_root),
+        str(out_dir),
+        str(log_dir),
+    ]
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1]
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     logs = [json.loads((log_dir / f"log_rank{r}.json").read_text()) for r in range(WORLD)]
@@ -109,8 +135,9 @@ def test_two_cpu_ranks_see_different_samples_and_end_identical(demo_root, tmp_pa
     for epoch in range(EPOCHS):
         whole = EpochSampler(n_train, STEPS * BATCH * WORLD, seed=3)
         whole.set_epoch(epoch)
-        interleaved = [logs[i % WORLD]["indices"][epoch][i // WORLD]
-                       for i in range(STEPS * BATCH * WORLD)]
+        interleaved = [
+            logs[i % WORLD]["indices"][epoch][i // WORLD] for i in range(STEPS * BATCH * WORLD)
+        ]
         assert interleaved == list(whole)
     # Different samples: no batch of rank 1 equals any batch of rank 0 (random patches
     # and augmentation are seeded per rank, so even the same subject gives new patches).

@@ -425,9 +425,13 @@ def _sign_run(flip: bool = False):
             logits = [-10 * c] + [10 * c if k == hit else low for k in (1, 2, 3)]
             return torch.cat(logits, 1)
 
-    cfg = load_config({"model": {"name": "unet3d"},
-                       "data": {"mode": "volume", "roi": [16, 16, 16], "normalize": "zscore"}},
-                      None)
+    cfg = load_config(
+        {
+            "model": {"name": "unet3d"},
+            "data": {"mode": "volume", "roi": [16, 16, 16], "normalize": "zscore"},
+        },
+        None,
+    )
     return Run(Sign().eval(), cfg)
 
 
@@ -463,10 +467,14 @@ def test_evaluate_runs_scores_runs_and_ensembles_once_per_volume():
 
 
 def test_dice_table_means_in_first_seen_order():
-    df = pd.DataFrame([{"name": n, "subject": s, "tissue": t, "dice": d}
-                       for n, base in (("b", 0.5), ("a", 0.8))
-                       for s, off in (("S1", 0), ("S2", 0.1))
-                       for t, d in zip(data.TISSUES, (base + off, base, base - off), strict=True)])
+    df = pd.DataFrame(
+        [
+            {"name": n, "subject": s, "tissue": t, "dice": d}
+            for n, base in (("b", 0.5), ("a", 0.8))
+            for s, off in (("S1", 0), ("S2", 0.1))
+            for t, d in zip(data.TISSUES, (base + off, base, base - off), strict=True)
+        ]
+    )
     table = M.dice_table(df)
     assert list(table.index) == ["b", "a"] and list(table.columns) == [*data.TISSUES, "mean"]
     assert table.loc["b", "CSF"] == pytest.approx(0.55)

@@ -41,7 +41,11 @@ def test_every_model_builds_and_keeps_the_spatial_shape(name: str) -> None:
 
 def test_spatial_dims() -> None:
     assert {n: models.spatial_dims(n) for n in models.MODEL_NAMES} == {
-        "unet2d": 2, "efficientunet2d": 2, "unet3d": 3, "unetr": 3, "segresnet": 3,
+        "unet2d": 2,
+        "efficientunet2d": 2,
+        "unet3d": 3,
+        "unetr": 3,
+        "segresnet": 3,
     }
 
 
@@ -86,18 +90,16 @@ def test_kwargs_reach_the_constructor() -> None:
     assert models.count_parameters(wider) > 3 * models.count_parameters(
         models.build_model("segresnet")
     )
-    unetr = models.build_model("unetr", img_size=[32, 32, 32], hidden_size=96, mlp_dim=192,
-                               num_heads=4, feature_size=8)
+    unetr = models.build_model(
+        "unetr", img_size=[32, 32, 32], hidden_size=96, mlp_dim=192, num_heads=4, feature_size=8
+    )
     assert models.count_parameters(unetr) < 5_000_000
     resnet34 = models.build_model("unet2d", encoder_name="resnet34")
-    assert models.count_parameters(resnet34) > models.count_parameters(
-        models.build_model("unet2d")
-    )
+    assert models.count_parameters(resnet34) > models.count_parameters(models.build_model("unet2d"))
 
 
 def test_out_channels_and_dropout_reach_the_network() -> None:
-    model = models.build_model("unet3d", out_channels=2, channels=[4, 8], strides=[2],
-                               dropout=0.5)
+    model = models.build_model("unet3d", out_channels=2, channels=[4, 8], strides=[2], dropout=0.5)
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
     assert _forward(model, (1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
 
@@ -132,8 +134,9 @@ def test_torchvision_imports_after_the_models_module() -> None:
         "m._ensure_torchvision(); m._ensure_torchvision(); "
         "smp = m.import_smp(); print(torchvision.__version__, smp.__version__)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 

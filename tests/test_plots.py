@@ -19,10 +19,17 @@ from ibsr_helpers.errors import IBSRError
 SHAPE = (20, 10, 16)
 
 
-def make_volume(sid: str, split: str, image: np.ndarray, label: np.ndarray | None,
-                spacing=(1.0, 1.5, 1.0)) -> Volume:
-    subject = Subject(sid, split, Path(f"{sid}.nii.gz"), None if label is None else Path("x"),
-                      tuple(spacing), image.shape)
+def make_volume(
+    sid: str, split: str, image: np.ndarray, label: np.ndarray | None, spacing=(1.0, 1.5, 1.0)
+) -> Volume:
+    subject = Subject(
+        sid,
+        split,
+        Path(f"{sid}.nii.gz"),
+        None if label is None else Path("x"),
+        tuple(spacing),
+        image.shape,
+    )
     return Volume(subject, image, label, nib.Nifti1Image(image, np.diag([*spacing, 1.0])))
 
 
@@ -30,8 +37,9 @@ def make_volume(sid: str, split: str, image: np.ndarray, label: np.ndarray | Non
 def volumes() -> list[Volume]:
     rng = np.random.default_rng(1)
     out = []
-    for k, (sid, split) in enumerate([("IBSR_01", "train"), ("IBSR_11", "val"),
-                                      ("IBSR_03", "train"), ("IBSR_02", "test")]):
+    for k, (sid, split) in enumerate(
+        [("IBSR_01", "train"), ("IBSR_11", "val"), ("IBSR_03", "train"), ("IBSR_02", "test")]
+    ):
         image = np.zeros(SHAPE, dtype=np.float32)
         image[3:17, 2:8, 2:14] = rng.integers(5, 80 * (k + 1), (14, 6, 12))
         label = None
@@ -227,19 +235,28 @@ def test_upright_matches_slice_plane(volumes):
     for plane in plots.PLANES:
         stack = slice_stack(image, plane)
         i = stack.shape[0] // 2
-        np.testing.assert_array_equal(plots.upright(stack[i, 0]),
-                                      plots.slice_plane(image, plane, i))
+        np.testing.assert_array_equal(
+            plots.upright(stack[i, 0]), plots.slice_plane(image, plane, i)
+        )
 
 
 def test_plot_slices_in_pixels(volumes):
     image, label = volumes[0].image, volumes[0].label
     slices = [image[:, 4, :], image[10, :, :], image[:, :, 8]]  # coronal, sagittal, axial
-    fig = plots.plot_slices(slices, [label[:, 4, :], None, None], ["c", "s", "a"],
-                            ["coronal", "sagittal", "axial"], title="t")
+    fig = plots.plot_slices(
+        slices,
+        [label[:, 4, :], None, None],
+        ["c", "s", "a"],
+        ["coronal", "sagittal", "axial"],
+        title="t",
+    )
     assert [ax.get_title() for ax in fig.axes] == ["c", "s", "a"]
     # one pixel per voxel whatever the spacing: extents are the slice sizes
     assert [ax.images[0].get_extent() for ax in fig.axes] == [
-        [0, 20, 0, 16], [0, 10, 0, 16], [0, 20, 0, 10]]
+        [0, 20, 0, 16],
+        [0, 10, 0, 16],
+        [0, 20, 0, 10],
+    ]
     assert fig.legends and fig.get_suptitle() == "t"
     grid = plots.plot_slices([image[:, 4, :]] * 5, ncols=2)
     assert len(grid.axes) == 6 and not grid.axes[-1].axison and not grid.legends
@@ -260,10 +277,16 @@ def test_plot_augmentations_is_reproducible(volumes):
     fig = plots.plot_augmentations(image, label, transform, n=3, seed=5)
     assert len(fig.axes) == 2 * 4
     assert [ax.get_title() for ax in fig.axes[:4]] == [
-        "original", "augmented 1", "augmented 2", "augmented 3"]
+        "original",
+        "augmented 1",
+        "augmented 2",
+        "augmented 3",
+    ]
     first = [ax.images[0].get_array() for ax in fig.axes]
-    np.testing.assert_allclose(first[0], plots.overlay(
-        plots.upright(image[0]), None, 0.0, plots.intensity_window(image[0])))
+    np.testing.assert_allclose(
+        first[0],
+        plots.overlay(plots.upright(image[0]), None, 0.0, plots.intensity_window(image[0])),
+    )
     again = plots.plot_augmentations(image, label, transform, n=3, seed=5)
     for a, b in zip(first, [ax.images[0].get_array() for ax in again.axes], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -313,16 +336,19 @@ def test_patch_centres_are_the_patch_centres():
     c = centres[0]
     start = c - np.array([4, 3, 4])
     np.testing.assert_array_equal(
-        np.asarray(patch), vol.image[start[0]:start[0] + 8, start[1]:start[1] + 6,
-                                     start[2]:start[2] + 8])
+        np.asarray(patch),
+        vol.image[start[0] : start[0] + 8, start[1] : start[1] + 6, start[2] : start[2] + 8],
+    )
 
 
 def test_plot_patch_centres():
     from ibsr_helpers.datasets import PatchDataset
 
     vol = small_cropped_volume()
-    samplers = {s: PatchDataset([vol], (8, 8, 8), s, 40)
-                for s in ("uniform", "foreground", "class_balanced", "weighted")}
+    samplers = {
+        s: PatchDataset([vol], (8, 8, 8), s, 40)
+        for s in ("uniform", "foreground", "class_balanced", "weighted")
+    }
     fig = plots.plot_patch_centres(samplers, slab=30)  # slab covers the volume: all drawn
     assert [ax.get_title().split("\n")[0] for ax in fig.axes] == list(samplers)
     balanced = fig.axes[2]
@@ -336,21 +362,28 @@ def test_plot_patch_centres():
 # --------------------------------------------------------------------------- 3D inference
 
 
-@pytest.mark.parametrize(("shape", "patch", "overlap"), [
-    ((192, 128, 192), (64, 64, 64), 0.5), ((50, 37, 29), (24, 16, 32), 0.25),
-    ((192, 128, 192), (96, 96, 96), 0.0), ((20, 20, 20), (24, 16, 32), 0.5),
-])
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap"),
+    [
+        ((192, 128, 192), (64, 64, 64), 0.5),
+        ((50, 37, 29), (24, 16, 32), 0.25),
+        ((192, 128, 192), (96, 96, 96), 0.0),
+        ((20, 20, 20), (24, 16, 32), 0.5),
+    ],
+)
 def test_window_starts_match_monai(shape, patch, overlap):
     """The windows MONAI's sliding_window_inference visits (its own start positions)."""
     from monai.data.utils import dense_patch_slices
 
     padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
-    steps = [max(int(p * (1 - overlap)), 1) if n > p else p
-             for n, p in zip(shape, patch, strict=True)]
+    steps = [
+        max(int(p * (1 - overlap)), 1) if n > p else p for n, p in zip(shape, patch, strict=True)
+    ]
     slices = dense_patch_slices(padded, patch, steps)
     expected = [sorted({int(s[k].start) for s in slices}) for k in range(3)]
-    assert [plots.window_starts(n, p, overlap) for n, p in zip(shape, patch, strict=True)] \
-        == expected
+    assert [
+        plots.window_starts(n, p, overlap) for n, p in zip(shape, patch, strict=True)
+    ] == expected
 
 
 def test_window_starts_rejects_bad_overlap():
@@ -369,8 +402,9 @@ def test_plot_sliding_window_counts_windows():
 
 
 def test_plot_dice_comparison_bars():
-    table = pd.DataFrame({"CSF": [0.6, 0.7], "GM": [0.9, 0.91], "WM": [0.88, 0.9]},
-                         index=["a", "b"])
+    table = pd.DataFrame(
+        {"CSF": [0.6, 0.7], "GM": [0.9, 0.91], "WM": [0.88, 0.9]}, index=["a", "b"]
+    )
     table["mean"] = table.mean(axis=1)
     fig = plots.plot_dice_comparison(table, title="x")
     assert len(fig.axes[0].patches) == 8

@@ -142,8 +142,9 @@ def test_aspect_follows_spacing(image):
         assert box.width / box.height == pytest.approx(w / h, rel=0.02)
 
 
-@pytest.mark.parametrize("kw", [{"label": np.zeros((24, 12, 19))},
-                                {"compare": np.zeros((12, 24, 20))}])
+@pytest.mark.parametrize(
+    "kw", [{"label": np.zeros((24, 12, 19))}, {"compare": np.zeros((12, 24, 20))}]
+)
 def test_shape_mismatch_raises(image, kw):
     with pytest.raises(IBSRError, match="does not match image shape"):
         SliceViewer(image, spacing=SPACING, **kw)
@@ -162,8 +163,9 @@ def test_bad_input_raises(image):
 
 
 def make_volume(image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> Volume:
-    subject = Subject("IBSR_99", "val", Path("IBSR_99.nii.gz"), Path("IBSR_99_seg.nii.gz"),
-                      SPACING, SHAPE)
+    subject = Subject(
+        "IBSR_99", "val", Path("IBSR_99.nii.gz"), Path("IBSR_99_seg.nii.gz"), SPACING, SHAPE
+    )
     return Volume(subject, image, label, nib.Nifti1Image(image, affine))
 
 
