@@ -51,24 +51,16 @@ N_TRAIN = 4  # training subjects loaded: enough for the loader to vary its sampl
 def measure(name: str, device_name: str, profile: str, steps: int, data: str | None) -> dict:
     """Measure one model in this process; returns one table row."""
     import torch
-    from torch.utils.data import DataLoader
 
     from ibsr_helpers.config import load_config
     from ibsr_helpers.data import discover, load_subjects, resolve_data_dir
-    from ibsr_helpers.datasets import EpochSampler, build_train_dataset, crop_volumes
+    from ibsr_helpers.datasets import crop_volumes
     from ibsr_helpers.environment import get_device, seed_everything
-    from ibsr_helpers.inference import (
-        Run,
-        divisor_for,
-        model_in_channels,
-        model_kwargs,
-        predict_volume,
-    )
+    from ibsr_helpers.inference import Run, build_run_model, divisor_for, predict_volume
     from ibsr_helpers.losses import build_loss
-    from ibsr_helpers.models import build_model, count_parameters, spatial_dims
+    from ibsr_helpers.models import count_parameters
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
-    from ibsr_helpers.training import _to_batch
-    from ibsr_helpers.transforms import train_transforms
+    from ibsr_helpers.training import build_pipeline
 
     config_file, overrides = BENCHES[name]
     cfg = load_config(CONFIGS / config_file, profile, overrides)
@@ -83,39 +75,16 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
     val_vol = load_subjects(
         [s for s in subjects if s.split == "val"][:1], d["normalize"], progress=False
     )[0]
-    dims = spatial_dims(cfg["model"]["name"])
-    gpu_aug = bool(d.get("gpu_augment")) and device.type == "cuda"
-    augment = train_transforms(cfg, dims)
-    dataset = build_train_dataset(
-        cfg, crop_volumes(train_vols, d["roi"], divisor_for(cfg)), None if gpu_aug else augment
-    )
-    batch_size, workers = int(t["batch_size"]), int(d.get("num_workers", 0))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        drop_last=True,
-        sampler=EpochSampler(len(dataset), (steps + 2) * batch_size),
-        pin_memory=device.type == "cuda",
-    )
-
-    model = build_model(cfg["model"]["name"], model_in_channels(cfg), 4, **model_kwargs(cfg)).to(
-        device
-    )
-    channels_last = dims == 2 and device.type == "cuda" and t.get("channels_last", True)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if dims == 3 and device.type == "cpu":  # as the engine does
-        model = model.to(memory_format=torch.channels_last_3d)
+    # The engine's own input pipeline and model placement, with warm-up + steps + 1 batches.
+    cropped = crop_volumes(train_vols, d["roi"], divisor_for(cfg))
+    pipe = build_pipeline(cfg, cropped, device, samples=(steps + 2) * int(t["batch_size"]))
+    model = build_run_model(cfg, device)
     loss_fn = build_loss(**cfg["loss"])
     amp = device.type == "cuda" and bool(t.get("amp", True))
-    batches = iter(loader)
+    batches = iter(pipe.loader)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = _to_batch(next(batches), device, augment if gpu_aug else None)
-        if channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image, label
+        return pipe.to_device(next(batches))
 
     real = time_train_steps(model, loss_fn, next_batch, steps=steps, warmup=1, amp=amp)
     fixed = next_batch()  # the loader holds warm-up + steps + 1 batches

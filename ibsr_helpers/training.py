@@ -43,18 +43,18 @@ from ibsr_helpers.environment import get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import (
     Run,
+    build_run_model,
+    channels_last_inputs,
     divisor_for,
-    model_in_channels,
-    model_kwargs,
     predict_volume,
 )
 from ibsr_helpers.losses import build_loss
 from ibsr_helpers.metrics import evaluate_segmentation, mean_dice
-from ibsr_helpers.models import build_model, spatial_dims
+from ibsr_helpers.models import spatial_dims
 from ibsr_helpers.tracking import Tracker
 from ibsr_helpers.transforms import train_transforms
 
-__all__ = ["TrainResult", "train", "lr_lambda", "validate"]
+__all__ = ["Pipeline", "TrainResult", "build_pipeline", "train", "lr_lambda", "validate"]
 
 
 @dataclass
@@ -141,19 +141,105 @@ def validate(
     return out
 
 
-def _to_batch(
-    batch: dict[str, torch.Tensor], device: torch.device, augment: Callable | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    image, label = batch["image"], batch["label"]
-    if image.ndim == 6:  # patches: (B, P, 1, x, y, z) -> (B*P, 1, x, y, z)
-        image, label = image.flatten(0, 1), label.flatten(0, 1)
-    image = image.to(device, non_blocking=True)
-    label = label.to(device, non_blocking=True)
-    if augment is not None:  # GPU augmentation, one sample at a time
-        items = [augment({"image": i, "label": lab}) for i, lab in zip(image, label, strict=True)]
-        image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
-        label = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
-    return image, label
+@dataclass
+class Pipeline:
+    """The training input: dataset, epoch sampler, loader, and the step onto the device.
+
+    Attributes:
+        dataset: Slices, volumes or patches (:func:`~ibsr_helpers.datasets.build_train_dataset`).
+        sampler: Draws ``steps_per_epoch * batch_size`` samples per epoch, per rank.
+        loader: The DataLoader over both.
+        device: Where batches go.
+        gpu_augment: The augmentation, when it runs on the device instead of in the loader.
+        channels_last: Whether 2D inputs go channels-last (as the model does).
+        seed: Base seed; each epoch and rank draws from ``seed + 7919 * epoch + rank``.
+        rank: This process's rank.
+    """
+
+    dataset: Any
+    sampler: EpochSampler
+    loader: DataLoader
+    device: torch.device
+    gpu_augment: Callable | None = None
+    channels_last: bool = False
+    seed: int = 0
+    rank: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the sampler, the dataset's random crops and any on-device augmentation."""
+        epoch_seed = self.seed + 7919 * epoch + self.rank
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_seed(epoch_seed)
+        if self.gpu_augment is not None:
+            self.gpu_augment.set_random_state(seed=epoch_seed % 2**32)
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader batch as ``(image, label)`` on the device, augmented there if asked."""
+        image, label = batch["image"], batch["label"]
+        if image.ndim == 6:  # patches: (B, P, 1, x, y, z) -> (B*P, 1, x, y, z)
+            image, label = image.flatten(0, 1), label.flatten(0, 1)
+        image = image.to(self.device, non_blocking=True)
+        label = label.to(self.device, non_blocking=True)
+        if self.gpu_augment is not None:  # one sample at a time
+            items = [
+                self.gpu_augment({"image": i, "label": lab})
+                for i, lab in zip(image, label, strict=True)
+            ]
+            image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
+            label = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, label
+
+
+def build_pipeline(
+    config: dict[str, Any],
+    cropped: list,
+    device: torch.device,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    samples: int | None = None,
+) -> Pipeline:
+    """The training input for ``config`` over cropped, normalised training volumes.
+
+    Args:
+        config: From :func:`ibsr_helpers.config.load_config`.
+        cropped: :func:`~ibsr_helpers.datasets.crop_volumes` of the training volumes.
+        device: Where batches go; on CUDA with ``data.gpu_augment`` the augmentation runs
+            there, on the batch, instead of in the loader.
+        seed: Base seed of the sampler and the random crops.
+        rank: This process's rank (distributed training).
+        world: Number of processes.
+        samples: Samples per epoch (default ``steps_per_epoch * batch_size``).
+    """
+    dcfg, tcfg = config["data"], config["train"]
+    gpu_aug = bool(dcfg.get("gpu_augment")) and device.type == "cuda"
+    augment = train_transforms(config, spatial_dims(config["model"]["name"]))
+    dataset = build_train_dataset(config, cropped, None if gpu_aug else augment)
+    batch_size = int(tcfg["batch_size"])
+    samples = samples or int(tcfg["steps_per_epoch"]) * batch_size
+    sampler = EpochSampler(len(dataset), samples, seed, rank, world)
+    workers = int(dcfg.get("num_workers", 0))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    return Pipeline(
+        dataset,
+        sampler,
+        loader,
+        device,
+        gpu_augment=augment if gpu_aug else None,
+        channels_last=channels_last_inputs(config, device),
+        seed=seed,
+        rank=rank,
+    )
 
 
 def _save(obj: Any, path: Path) -> None:
@@ -234,30 +320,9 @@ def train(
     divisor = divisor_for(config)
     cropped = crop_volumes(train_vols, dcfg["roi"], divisor)
 
-    gpu_aug = bool(dcfg.get("gpu_augment")) and device.type == "cuda"
-    augment = train_transforms(config, dims)
-    dataset = build_train_dataset(config, cropped, None if gpu_aug else augment)
+    pipe = build_pipeline(config, cropped, device, seed=seed, rank=rank, world=world)
     steps = int(tcfg["steps_per_epoch"])
-    batch_size = int(tcfg["batch_size"])
-    sampler = EpochSampler(len(dataset), steps * batch_size, seed, rank, world)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=int(dcfg.get("num_workers", 0)),
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        persistent_workers=int(dcfg.get("num_workers", 0)) > 0,
-    )
-
-    model = build_model(
-        name, in_channels=model_in_channels(config), out_channels=4, **model_kwargs(config)
-    ).to(device)
-    channels_last = dims == 2 and device.type == "cuda" and tcfg.get("channels_last", True)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if dims == 3 and device.type == "cpu":  # NDHWC: 3D conv backward ~3-10x faster on CPU
-        model = model.to(memory_format=torch.channels_last_3d)
+    model = build_run_model(config, device)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -315,22 +380,17 @@ def train(
     try:
         for epoch in range(start_epoch, epochs):
             net.train()
-            sampler.set_epoch(epoch)
-            dataset.set_seed(seed + 7919 * epoch + rank)
-            if gpu_aug and augment is not None:
-                augment.set_random_state(seed=(seed + 7919 * epoch + rank) % 2**32)
+            pipe.set_epoch(epoch)
             losses = []
             bar = tqdm(
-                loader,
+                pipe.loader,
                 desc=f"epoch {epoch + 1}/{epochs}",
                 unit="step",
                 disable=not (progress and main),
                 leave=False,
             )
             for batch in bar:
-                image, label = _to_batch(batch, device, augment if gpu_aug else None)
-                if channels_last:
-                    image = image.contiguous(memory_format=torch.channels_last)
+                image, label = pipe.to_device(batch)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     logits = net(image)
                 loss = loss_fn(logits.float(), label)

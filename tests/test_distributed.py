@@ -2,8 +2,9 @@
 
 ``torchrun --nproc_per_node 2`` starts a small script that calls
 :func:`ibsr_helpers.training.train` unchanged, after wrapping three of the engine's
-names to observe it: the sampler (which indices each rank draws), ``_to_batch`` (a
-checksum of every batch each rank trains on) and ``_save`` (who writes checkpoints).
+names to observe it: the sampler (which indices each rank draws), ``Pipeline.to_device``
+(a checksum of every batch each rank trains on), ``_save`` (who writes checkpoints) and
+``build_run_model`` (to keep the trained model).
 At the end each rank saves the weights it ended with. The test then checks that the
 ranks trained on different samples, ended with identical weights (DDP averages the
 gradients, so every rank takes the same step) and that only rank 0 wrote files.
@@ -43,10 +44,11 @@ SCRIPT = textwrap.dedent("""
             return iter(drawn)
 
     built = []
-    to_batch, save, build_model = training._to_batch, training._save, training.build_model
+    to_device, save = training.Pipeline.to_device, training._save
+    build_run_model = training.build_run_model
 
-    def recording_to_batch(batch, device, augment):
-        image, label = to_batch(batch, device, augment)
+    def recording_to_device(pipe, batch):
+        image, label = to_device(pipe, batch)
         log["batches"].append([float(image.double().sum()), float((image.double() ** 2).sum())])
         return image, label
 
@@ -54,13 +56,13 @@ SCRIPT = textwrap.dedent("""
         log["saves"].append(str(path))
         save(obj, path)
 
-    def recording_build_model(*args, **kwargs):
-        built.append(build_model(*args, **kwargs))
+    def recording_build_run_model(*args, **kwargs):
+        built.append(build_run_model(*args, **kwargs))
         return built[-1]
 
     training.EpochSampler = RecordingSampler
-    training._to_batch, training._save = recording_to_batch, recording_save
-    training.build_model = recording_build_model
+    training.Pipeline.to_device, training._save = recording_to_device, recording_save
+    training.build_run_model = recording_build_run_model
 
     config = json.loads((log_dir / "config.json").read_text())
     training.train(config, data_dir, out_dir, progress=False)
