@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 REPORTS ?= reports
 
-.PHONY: install course test test-fast lint clean-runs help
+.PHONY: install course test test-fast acceptance lint lab clean-runs help
 
 help:
 	@echo "make course   execute notebooks/NN_*.ipynb ($(PROFILE) profile) into $(REPORTS)/"
@@ -26,10 +26,15 @@ course: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m ibsr_helpers.cli notebooks --profile $(PROFILE) --out $(REPORTS)
 
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest $(PYTEST_ARGS)
+	MPLBACKEND=Agg $(PY) -m pytest -m "not acceptance" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	MPLBACKEND=Agg $(PY) -m pytest -m "not slow and not acceptance" $(PYTEST_ARGS)
+
+# Real-data quality runs (quick-profile trainings to a Dice target): before resolving work
+# that touches training. Needs IBSR18 (IBSR18_DIR or data/IBSR18).
+acceptance: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -m acceptance -s $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check ibsr_helpers tests benchmarks

@@ -7,7 +7,9 @@ CPU, full profile on a GPU unless ``--profile`` says otherwise):
   (the engine's dataset, augmentation and DataLoader), and with one batch already on the
   device; their ratio says how much the loader costs (1.0: nothing);
 * throughput in slices, volumes or patches per second (what one step trains on);
-* inference seconds per volume (one validation subject), without and with flip TTA;
+* inference seconds per volume (one validation subject, preprocessing cached: the
+  network, the sliding window and the way back onto the scan's grid), without and with
+  flip TTA;
 * peak memory: process RSS on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
 
 Each model runs in its own process, so peak memories do not mix and one failure (out of
@@ -53,14 +55,13 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
     import torch
 
     from ibsr_helpers.config import load_config
-    from ibsr_helpers.data import discover, load_subjects, resolve_data_dir
-    from ibsr_helpers.datasets import crop_volumes
+    from ibsr_helpers.data import load_split, resolve_data_dir
     from ibsr_helpers.environment import get_device, seed_everything
-    from ibsr_helpers.inference import Run, build_run_model, divisor_for, predict_volume
-    from ibsr_helpers.losses import build_loss
-    from ibsr_helpers.models import count_parameters
+    from ibsr_helpers.inference import Run, predict_volume
+    from ibsr_helpers.models import build_model_from_config, count_parameters
+    from ibsr_helpers.preprocessing import prepare_for
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
-    from ibsr_helpers.training import build_pipeline
+    from ibsr_helpers.training import build_pipeline, build_train_step
 
     config_file, overrides = BENCHES[name]
     cfg = load_config(CONFIGS / config_file, profile, overrides)
@@ -68,36 +69,29 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
     seed_everything(0)
     d, t = cfg["data"], cfg["train"]
     root, _ = resolve_data_dir(data)
-    subjects = discover(root)
-    train_vols = load_subjects(
-        [s for s in subjects if s.split == "train"][:N_TRAIN], d["normalize"], progress=False
-    )
-    val_vol = load_subjects(
-        [s for s in subjects if s.split == "val"][:1], d["normalize"], progress=False
-    )[0]
-    # The engine's own input pipeline and model placement, with warm-up + steps + 1 batches.
-    cropped = crop_volumes(train_vols, d["roi"], divisor_for(cfg))
-    pipe = build_pipeline(cfg, cropped, device, samples=(steps + 2) * int(t["batch_size"]))
-    model = build_run_model(cfg, device)
-    loss_fn = build_loss(**cfg["loss"])
-    amp = device.type == "cuda" and bool(t.get("amp", True))
+    # The engine's own preprocessing, input pipeline, model placement and training step.
+    train_set = prepare_for(cfg, load_split(root, "train", N_TRAIN, progress=False))
+    val_vol = load_split(root, "val", 1, progress=False)[0]
+    prepare_for(cfg, [val_vol])
+    pipe = build_pipeline(cfg, train_set, device, samples=(steps + 2) * int(t["batch_size"]))
+    model = build_model_from_config(cfg, device)
+    step = build_train_step(cfg, model, device)
     batches = iter(pipe.loader)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         return pipe.to_device(next(batches))
 
-    real = time_train_steps(model, loss_fn, next_batch, steps=steps, warmup=1, amp=amp)
+    real = time_train_steps(step, next_batch, steps=steps, warmup=1)
     fixed = next_batch()  # the loader holds warm-up + steps + 1 batches
-    resident = time_train_steps(model, loss_fn, lambda: fixed, steps=steps, warmup=0, amp=amp)
+    resident = time_train_steps(step, lambda: fixed, steps=steps, warmup=0)
 
     run = Run(model.eval(), cfg)
-    if device.type == "cuda":  # warm-up: cuDNN autotuning, allocator
-        predict_volume(run, val_vol, raw=False)
+    predict_volume(run, val_vol)  # warm-up: preprocessing cached, allocator, autotuning
     infer = {}
     with PeakMemory(device) as peak:
         for tta in (False, True):
             start = time.perf_counter()
-            predict_volume(run, val_vol, tta=tta, raw=False)
+            predict_volume(run, val_vol, tta=tta)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             infer[tta] = time.perf_counter() - start
@@ -111,6 +105,7 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
         "mode": d["mode"],
         "input": "x".join(map(str, size)) if isinstance(size, list) else size,
         "params_M": count_parameters(model) / 1e6,
+        "precision": step.precision.name,
         "batch": int(real["batch"]),
         "unit": UNITS[d["mode"]],
         "step_s": real["step_s"],

@@ -60,7 +60,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ibsr_helpers.metrics import evaluate_folders, format_summary, write_metrics_csv
+    from ibsr_helpers.evaluation import evaluate_folders, format_summary, write_metrics_csv
 
     df = evaluate_folders(args.pred, args.gt)
     if args.out:

@@ -33,8 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "model": {"name": "unet2d"},
     "data": {
         "mode": "slices",  # slices | volume | patches
+        "orientation": "RAS",  # every scan is reoriented to this axis order
+        "spacing": "auto",  # mm; auto: the training scans' median, recorded in the run
+        "spacing_tolerance": 0.2,  # resample a scan only when its spacing differs more
         "normalize": "zscore",
-        "roi": [192, 128, 192],  # box centred on the brain; holds every IBSR18 brain
+        "roi": [192, 128, 192],  # smallest brain box; holds every IBSR18 brain
         "plane": "coronal",  # slices only
         "context": 0,  # slices only: k neighbours each side (2.5D -> 2k+1 channels)
         "drop_empty": True,  # slices only: skip slices with no brain
@@ -55,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "steps_per_epoch": 50,
         "batch_size": 8,
         "val_every": 1,
-        "amp": True,  # CUDA only
+        "precision": "auto",  # auto | fp32 | bf16 | fp16 (see ibsr_helpers.environment)
         "channels_last": True,  # CUDA only, 2D models
         "max_val_subjects": None,  # validate on the first N validation subjects only
     },
@@ -63,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _MODES = ("slices", "volume", "patches")
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_TRACKING = ("mlflow", "none")
 _PLANES = ("sagittal", "coronal", "axial")
 _SAMPLERS = ("uniform", "foreground", "class_balanced", "weighted")
 
@@ -132,6 +137,19 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         (int(data["context"]) >= 0, "data.context must be >= 0"),
         (int(config["train"]["epochs"]) >= 1, "train.epochs must be >= 1"),
         (int(config["train"]["batch_size"]) >= 1, "train.batch_size must be >= 1"),
+        (
+            config["train"]["precision"] in _PRECISIONS,
+            f"train.precision must be one of {_PRECISIONS}, got {config['train']['precision']!r}",
+        ),
+        (
+            config["tracking"] in _TRACKING,
+            f"tracking must be one of {_TRACKING}, got {config['tracking']!r}",
+        ),
+        (
+            data["spacing"] in ("auto", "native")
+            or (isinstance(data["spacing"], list | tuple) and len(data["spacing"]) == 3),
+            f"data.spacing must be auto, native or three numbers, got {data['spacing']!r}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,16 +1,64 @@
-"""Executing the course notebooks in order (``make course``, the notebook tests)."""
+"""The course as a whole: its notebooks, executed in order (``make course``), and their headers.
+
+Every notebook's first cells name the course's GitHub repository twice (the Colab badge
+and the clone in the setup cell). The address lives in one place, ``pyproject.toml``'s
+``[project.urls] Repository``; :func:`sync_repository` writes it into the notebooks
+(``ibsr-seg notebooks --sync-repository``) and a test checks they agree.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from ibsr_helpers.data import describe_source, project_root, resolve_data_dir
 from ibsr_helpers.errors import IBSRError
 
-__all__ = ["notebook_paths", "run_notebook", "run_course"]
+__all__ = ["notebook_paths", "run_notebook", "run_course", "repository", "sync_repository"]
+
+_BADGE = re.compile(r"colab\.research\.google\.com/github/[\w.\-]+/[\w.\-]+/blob/")
+_REPO_LINE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
+
+
+def repository(root: str | Path | None = None) -> str:
+    """The course's GitHub repository, ``owner/name``, from ``pyproject.toml``."""
+    root = Path(root) if root else (project_root() or Path.cwd())
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    url = meta["project"]["urls"]["Repository"]
+    return url.removeprefix("https://github.com/").strip("/")
+
+
+def sync_repository(folder: str | Path | None = None, check: bool = False) -> list[Path]:
+    """Write :func:`repository` into every notebook's Colab badge and setup cell.
+
+    Args:
+        folder: The notebooks folder (default: the checkout's).
+        check: Only report the notebooks that disagree; change nothing.
+
+    Returns:
+        The notebooks changed (or, with ``check``, those that would be).
+    """
+    repo = repository()
+    changed = []
+    for path in notebook_paths(folder):
+        text = path.read_text()
+        nb = json.loads(text)
+        for cell in nb["cells"][:3]:
+            source = "".join(cell["source"])
+            source = _BADGE.sub(f"colab.research.google.com/github/{repo}/blob/", source)
+            source = _REPO_LINE.sub(f'REPO = "{repo}"', source)
+            cell["source"] = [line for line in source.splitlines(keepends=True)]
+        new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        if new != text:
+            changed.append(path)
+            if not check:
+                path.write_text(new)
+    return changed
 
 
 def notebook_paths(folder: str | Path | None = None) -> list[Path]:

@@ -1,20 +1,18 @@
-"""Finding, loading and validating IBSR18 subjects.
+"""Finding, loading and validating IBSR18 subjects, as they are stored on disk.
 
-Two layouts are understood:
+The layouts understood are described in :mod:`ibsr_helpers.layout`; in a flat folder the
+split comes from :data:`~ibsr_helpers.layout.COURSE_SPLIT` (subjects not in that table go
+to ``train`` when they have a label and to ``test`` otherwise).
 
-* the course layout ``TrainingValidationTestSets/{Training,Validation,Test}_Set/ID/``;
-* a flat folder of ``ID/`` subfolders, whose split is then taken from
-  :data:`COURSE_SPLIT` (subjects not in that table go to ``train`` when they have a
-  label and to ``test`` otherwise).
-
-Each subject folder holds ``ID.nii.gz`` (T1 image) and, for training and validation
-subjects, ``ID_seg.nii.gz`` (0 background, 1 CSF, 2 GM, 3 WM).
+A loaded :class:`Volume` holds the scan exactly as stored (raw intensities, the file's own
+voxel order and spacing); everything a model needs on top of that (orientation, spacing,
+normalisation, the brain box) is :mod:`ibsr_helpers.preprocessing`'s job, done once.
 
 Example:
     >>> from ibsr_helpers import data
     >>> root, is_demo = data.resolve_data_dir()          # IBSR18 if found, else demo data
     >>> subjects = data.discover(root)
-    >>> vol = data.load_subject(subjects[0], normalize="zscore")
+    >>> vol = data.load_subject(subjects[0])
     >>> vol.image.shape, vol.label.dtype
     ((256, 128, 256), dtype('uint8'))
 """
@@ -23,25 +21,31 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.io import load_nifti, read_volume
+from ibsr_helpers.io import load_nifti, read_labels, read_volume
+from ibsr_helpers.layout import (
+    COURSE_DIR,
+    COURSE_SPLIT,
+    DEMO_DESCRIPTION,
+    DEMO_MARKER,
+    LABELS,
+    NIFTI_SUFFIXES,
+    SPLIT_DIRS,
+    SPLITS,
+    SUBJECT_ID,
+    TISSUES,
+)
 
 __all__ = [
-    "LABELS",
-    "TISSUES",
-    "SPLITS",
-    "PLANE_AXIS",
-    "COURSE_SPLIT",
-    "DEMO_MARKER",
     "Subject",
     "Volume",
     "discover",
@@ -52,34 +56,13 @@ __all__ = [
     "find_images",
     "load_subject",
     "load_subjects",
+    "load_split",
     "subjects_table",
+    "tissue_volumes",
+    "project_root",
 ]
 
-#: Label value -> name. 0 is background.
-LABELS: dict[int, str] = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
-#: The three tissues scored by every metric, in label order.
-TISSUES: tuple[str, ...] = ("CSF", "GM", "WM")
-#: Plane name -> the voxel axis slices are taken along. IBSR18 voxels are RAS-ordered
-#: (X right-left, Y anterior-posterior at 1.5 mm, Z inferior-superior).
-PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
-#: Split names used throughout the package.
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-_SPLIT_DIRS: dict[str, str] = {"Training_Set": "train", "Validation_Set": "val", "Test_Set": "test"}
-_COURSE_DIR = "TrainingValidationTestSets"
-
-#: The University of Girona MISA course split of IBSR18 (used for flat folders).
-COURSE_SPLIT: dict[str, str] = {
-    **{f"IBSR_{i:02d}": "train" for i in (1, 3, 4, 5, 6, 7, 8, 9, 16, 18)},
-    **{f"IBSR_{i:02d}": "val" for i in (11, 12, 13, 14, 17)},
-    **{f"IBSR_{i:02d}": "test" for i in (2, 10, 15)},
-}
-
-#: File written at the root of a demo data set; its presence marks the set as demo data.
-DEMO_MARKER = "DEMO_DATA.txt"
-DEMO_DESCRIPTION = "demo data (MNI152-derived), not IBSR18"
-
-_ID_RE = re.compile(r"^[A-Za-z]+_\d+$")
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_SPLIT_OF_DIR: dict[str, str] = {folder: split for split, folder in SPLIT_DIRS.items()}
 
 
 @dataclass(frozen=True)
@@ -105,19 +88,22 @@ class Subject:
 
 @dataclass
 class Volume:
-    """A loaded subject.
+    """A loaded subject, exactly as stored (raw intensities, the file's voxel order).
 
     Attributes:
         subject: The :class:`Subject` it came from.
-        image: ``(X, Y, Z)`` float32 intensities (normalised if asked for).
+        image: ``(X, Y, Z)`` float32 raw intensities.
         label: ``(X, Y, Z)`` uint8 labels, or None.
         nifti: The source image (affine and header), to save predictions with.
+        prepared: Cache of :func:`ibsr_helpers.preprocessing.prepare` results, one per
+            preprocessing; filled by that function, never by hand.
     """
 
     subject: Subject
     image: np.ndarray
     label: np.ndarray | None
     nifti: nib.Nifti1Image
+    prepared: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -136,7 +122,7 @@ class Volume:
 
 
 def _nifti(folder: Path, stem: str) -> Path | None:
-    for suffix in _NIFTI_SUFFIXES:
+    for suffix in NIFTI_SUFFIXES:
         path = folder / f"{stem}{suffix}"
         if path.is_file():
             return path
@@ -162,7 +148,7 @@ def _subject(folder: Path, split: str, require_label: bool, image: Path | None =
 
 
 def _subject_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _ID_RE.match(p.name))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and SUBJECT_ID.match(p.name))
 
 
 def discover(root: str | Path, splits: Iterable[str] | None = None) -> list[Subject]:
@@ -183,12 +169,12 @@ def discover(root: str | Path, splits: Iterable[str] | None = None) -> list[Subj
     root = Path(root).expanduser()
     if not root.is_dir():
         raise IBSRError("data folder not found (set IBSR18_DIR or pass the path)", root)
-    course = root / _COURSE_DIR if (root / _COURSE_DIR).is_dir() else root
+    course = root / COURSE_DIR if (root / COURSE_DIR).is_dir() else root
     found: list[Subject] = []
-    split_dirs = [course / d for d in _SPLIT_DIRS if (course / d).is_dir()]
+    split_dirs = [course / d for d in _SPLIT_OF_DIR if (course / d).is_dir()]
     if split_dirs:
         for split_dir in split_dirs:
-            split = _SPLIT_DIRS[split_dir.name]
+            split = _SPLIT_OF_DIR[split_dir.name]
             for folder in _subject_dirs(split_dir):
                 found.append(_subject(folder, split, require_label=split != "test"))
     else:
@@ -230,7 +216,7 @@ def find_images(root: str | Path) -> list[Subject]:
     found = {}
     for path in sorted(root.rglob("*.nii*")):
         stem = path.name.split(".nii")[0]
-        if _ID_RE.match(stem) and path.name.endswith(_NIFTI_SUFFIXES) and stem not in found:
+        if SUBJECT_ID.match(stem) and path.name.endswith(NIFTI_SUFFIXES) and stem not in found:
             found[stem] = _subject(path.parent, "test", require_label=False, image=path)
     if not found:
         raise IBSRError("no images (ID.nii.gz, e.g. IBSR_02.nii.gz) found", root)
@@ -317,87 +303,57 @@ def is_demo_data(root: str | Path) -> bool:
 
 
 def describe_source(root: str | Path) -> str:
-    """One line saying which data a run uses, for logs and notebooks."""
-    kind = DEMO_DESCRIPTION if is_demo_data(root) else "IBSR18"
-    return f"{kind} at {Path(root)}"
-
-
-def _validate(
-    subject: Subject,
-    image: np.ndarray,
-    img: nib.Nifti1Image,
-    label: np.ndarray | None,
-    lab: nib.Nifti1Image | None,
-) -> None:
-    if not np.isfinite(image).all():
-        bad = int((~np.isfinite(image)).sum())
-        raise IBSRError(f"image holds {bad} non-finite (NaN/inf) voxels", subject.image)
-    if label is None or lab is None:
-        return
-    if label.shape != image.shape:
-        raise IBSRError(
-            f"label shape {label.shape} does not match image shape {image.shape}", subject.label
+    """One line saying which data a run uses, for logs and notebooks (loud for demo data)."""
+    if is_demo_data(root):
+        return (
+            f"!!! DEMO DATA: {DEMO_DESCRIPTION}, at {Path(root)}; its numbers say nothing "
+            "about IBSR18 (see data/README.md to get IBSR18, then set DATA_DIR or IBSR18_DIR)"
         )
-    if not np.allclose(lab.affine, img.affine, atol=1e-4):
-        raise IBSRError("label affine does not match the image affine", subject.label)
-    values = np.unique(label)
-    extra = [int(v) for v in values if v not in LABELS]
-    if extra:
-        raise IBSRError(
-            f"label values {extra} outside 0-3 (0 bg, 1 CSF, 2 GM, 3 WM)", subject.label
-        )
+    return f"IBSR18 at {Path(root)}"
 
 
-def load_subject(subject: Subject, normalize: str | None = None) -> Volume:
-    """Load and validate one subject.
+def load_subject(subject: Subject) -> Volume:
+    """Load and validate one subject, as stored.
 
     Args:
         subject: From :func:`discover`.
-        normalize: ``None``, ``"zscore"`` or ``"minmax"`` (see
-            :func:`ibsr_helpers.transforms.normalize`).
 
     Returns:
-        A :class:`Volume` with a float32 image and uint8 label (or None).
+        A :class:`Volume` with the float32 raw image and uint8 label (or None).
 
     Raises:
         IBSRError: On a corrupt file, shape/affine mismatch, label values outside 0–3
             or non-finite intensities. The message names the file.
     """
     image, img = read_volume(subject.image, np.float32)
-    label = lab = None
+    if not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        raise IBSRError(f"image holds {bad} non-finite (NaN/inf) voxels", subject.image)
+    label = None
     if subject.label is not None:
-        raw, lab = read_volume(subject.label, np.float64)
-        if not np.isfinite(raw).all():
-            raise IBSRError("label holds non-finite values", subject.label)
-        if (raw != np.round(raw)).any():
-            raise IBSRError("label holds non-integer values", subject.label)
-        label_int = raw.astype(np.int64)
-        _validate(subject, image, img, label_int, lab)
-        label = label_int.astype(np.uint8)
-    else:
-        _validate(subject, image, img, None, None)
-    if normalize is not None:
-        from ibsr_helpers.transforms import normalize as _normalize
-
-        image = _normalize(image, normalize)
+        label, lab = read_labels(subject.label)
+        if label.shape != image.shape:
+            raise IBSRError(
+                f"label shape {label.shape} does not match image shape {image.shape}",
+                subject.label,
+            )
+        if not np.allclose(lab.affine, img.affine, atol=1e-4):
+            raise IBSRError("label affine does not match the image affine", subject.label)
     return Volume(subject, np.ascontiguousarray(image), label, img)
 
 
-def load_subjects(
-    subjects: Sequence[Subject], normalize: str | None = None, progress: bool = True
-) -> list[Volume]:
+def load_subjects(subjects: Sequence[Subject], progress: bool = True) -> list[Volume]:
     """Load several subjects, with a progress bar.
 
     Args:
         subjects: From :func:`discover`.
-        normalize: As in :func:`load_subject`.
         progress: Show a tqdm bar.
 
     Returns:
         One :class:`Volume` per subject, in order.
     """
     it = tqdm(subjects, desc="loading", unit="subject", disable=not progress, leave=False)
-    return [load_subject(s, normalize) for s in it]
+    return [load_subject(s) for s in it]
 
 
 def subjects_table(subjects: Sequence[Subject]):  # -> pandas.DataFrame
@@ -421,3 +377,51 @@ def subjects_table(subjects: Sequence[Subject]):  # -> pandas.DataFrame
         }
         for s in subjects
     )
+
+
+def load_split(
+    root: str | Path, split: str, limit: int | None = None, progress: bool = True
+) -> list[Volume]:
+    """Discover and load one split's subjects (the first ``limit`` of them, if given).
+
+    Raises:
+        IBSRError: If the split holds no subject.
+    """
+    subjects = discover(root, splits=[split])[: limit or None]
+    if not subjects:
+        raise IBSRError(f"no {split} subjects found", root)
+    return load_subjects(subjects, progress)
+
+
+def tissue_volumes(volumes: Sequence[Volume]):  # -> pandas.DataFrame
+    """Tissue volumes per labelled subject, from voxel counts and spacing.
+
+    Args:
+        volumes: Loaded volumes; those without a label (test subjects) are skipped.
+
+    Returns:
+        DataFrame with columns ``subject, split, tissue, voxels, volume_ml, percent``
+        (percent of the subject's CSF+GM+WM), one row per subject and tissue.
+    """
+    import pandas as pd
+
+    rows = []
+    for vol in volumes:
+        if vol.label is None:
+            continue
+        counts = np.bincount(vol.label.ravel(), minlength=len(LABELS))
+        voxel_ml = float(np.prod(vol.spacing)) / 1000.0
+        total = int(counts[1 : len(TISSUES) + 1].sum())
+        for value, tissue in enumerate(TISSUES, start=1):
+            rows.append(
+                {
+                    "subject": vol.id,
+                    "split": vol.subject.split,
+                    "tissue": tissue,
+                    "voxels": int(counts[value]),
+                    "volume_ml": counts[value] * voxel_ml,
+                    "percent": 100.0 * counts[value] / total if total else 0.0,
+                }
+            )
+    columns = ["subject", "split", "tissue", "voxels", "volume_ml", "percent"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,19 +1,15 @@
 """Torch datasets for the three training modes: 2D slices, whole volumes, 3D patches.
 
-All modes start from the same cached, normalised volumes cropped to a fixed box
-(``data.roi``, default 192×128×192) centred on the brain, which holds every IBSR18 brain.
-The same box is used at inference (see :mod:`ibsr_helpers.inference`), and predictions
-are pasted back into the full volume.
-
-Planes, for IBSR18's RAS voxel axes (X: right-left, Y: anterior-posterior at 1.5 mm,
-Z: inferior-superior): ``sagittal`` slices along axis 0, ``coronal`` along axis 1,
-``axial`` along axis 2.
+All modes start from prepared volumes (:func:`ibsr_helpers.preprocessing.prepare`):
+reoriented to RAS, normalised, cut to the brain box. Planes, for those RAS axes
+(X: left→right, Y: posterior→anterior, Z: inferior→superior): ``sagittal`` slices along
+axis 0, ``coronal`` along axis 1, ``axial`` along axis 2
+(:data:`~ibsr_helpers.preprocessing.PLANE_AXIS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,125 +17,22 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 
-from ibsr_helpers.data import PLANE_AXIS, Volume
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared
 
 __all__ = [
-    "PLANE_AXIS",
-    "Box",
-    "roi_box",
-    "CroppedVolume",
-    "crop_volumes",
     "SliceDataset",
     "VolumeDataset",
     "PatchDataset",
+    "SAMPLERS",
     "EpochSampler",
     "slice_stack",
     "weight_map",
     "build_train_dataset",
 ]
 
-
-@dataclass(frozen=True)
-class Box:
-    """A box in voxel coordinates; may reach outside the volume (padded with zeros).
-
-    Attributes:
-        start: First voxel of the box along each axis (may be negative).
-        size: Box size along each axis.
-    """
-
-    start: tuple[int, ...]
-    size: tuple[int, ...]
-
-    def _slices(self, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-        src, dst = [], []
-        for s, n, dim in zip(self.start, self.size, shape, strict=True):
-            lo, hi = max(s, 0), min(s + n, dim)
-            src.append(slice(lo, hi))
-            dst.append(slice(lo - s, hi - s))
-        return tuple(src), tuple(dst)
-
-    def crop(self, array: np.ndarray) -> np.ndarray:
-        """Cut the box out of the last three axes of ``array`` (zeros where outside)."""
-        lead = array.shape[:-3]
-        out = np.zeros(lead + tuple(self.size), dtype=array.dtype)
-        src, dst = self._slices(array.shape[-3:])
-        out[(..., *dst)] = array[(..., *src)]
-        return out
-
-    def paste(
-        self, cropped: np.ndarray | torch.Tensor, shape: Sequence[int], fill: float = 0.0
-    ) -> np.ndarray | torch.Tensor:
-        """Put a cropped array back into a volume of spatial ``shape`` (``fill`` elsewhere)."""
-        lead = tuple(cropped.shape[:-3])
-        if isinstance(cropped, torch.Tensor):
-            out = torch.full(lead + tuple(shape), fill, dtype=cropped.dtype, device=cropped.device)
-        else:
-            out = np.full(lead + tuple(shape), fill, dtype=cropped.dtype)
-        src, dst = self._slices(shape)
-        out[(..., *src)] = cropped[(..., *dst)]
-        return out
-
-
-def roi_box(image: np.ndarray, roi: Sequence[int], divisor: int = 1) -> Box:
-    """The box of size ``roi`` centred on the brain (non-zero voxels) of ``image``.
-
-    Where the brain is larger than ``roi`` along an axis, the box grows to hold it
-    (rounded up to ``divisor``), so nothing of the brain is ever cut off.
-
-    Args:
-        image: ``(X, Y, Z)`` volume (background 0).
-        roi: Wanted box size.
-        divisor: Sizes are rounded up to a multiple of this (network input constraint).
-    """
-    mask = image != 0
-    if not mask.any():
-        lo, hi = np.zeros(3, int), np.array(image.shape) - 1
-    else:
-        coords = [
-            np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)
-        ]
-        lo = np.array([c[0] for c in coords])
-        hi = np.array([c[-1] for c in coords])
-    extent = hi - lo + 1
-    size = [
-        int(-(-max(int(r), int(e)) // divisor) * divisor) for r, e in zip(roi, extent, strict=True)
-    ]
-    centre = (lo + hi + 1) / 2
-    start = [int(np.floor(c - s / 2)) for c, s in zip(centre, size, strict=True)]
-    return Box(tuple(start), tuple(size))
-
-
-@dataclass
-class CroppedVolume:
-    """A volume cut to its ROI box, as the datasets use it.
-
-    Attributes:
-        id: Subject id.
-        image: ``(X, Y, Z)`` float32, inside the box.
-        label: ``(X, Y, Z)`` uint8 inside the box, or None.
-        box: Where the box sits in the full volume.
-        shape: Full volume shape.
-    """
-
-    id: str
-    image: np.ndarray
-    label: np.ndarray | None
-    box: Box
-    shape: tuple[int, int, int]
-
-
-def crop_volumes(
-    volumes: Sequence[Volume], roi: Sequence[int], divisor: int = 1
-) -> list[CroppedVolume]:
-    """Cut every volume to its brain-centred ROI box."""
-    out = []
-    for v in volumes:
-        box = roi_box(v.image, roi, divisor)
-        label = box.crop(v.label) if v.label is not None else None
-        out.append(CroppedVolume(v.id, box.crop(v.image), label, box, tuple(v.image.shape)))
-    return out
+#: Patch samplers, in the order the notebooks show them.
+SAMPLERS: tuple[str, ...] = ("uniform", "foreground", "class_balanced", "weighted")
 
 
 def slice_stack(image: np.ndarray, plane: str, context: int = 0) -> np.ndarray:
@@ -217,16 +110,16 @@ class SliceDataset(_Augmented):
     Items are ``{"image": (2k+1, H, W) float, "label": (1, H, W) long}``.
 
     Args:
-        volumes: Cropped, labelled volumes.
+        volumes: Prepared, labelled volumes.
         plane: Slicing plane.
         context: 2.5D neighbours on each side.
-        drop_empty: Leave out slices without brain.
+        drop_empty: Leave out slices without brain (the volume's brain mask).
         transform: Optional random transform on the item dict (numpy/tensor ``(C, H, W)``).
     """
 
     def __init__(
         self,
-        volumes: Sequence[CroppedVolume],
+        volumes: Sequence[Prepared],
         plane: str = "coronal",
         context: int = 0,
         drop_empty: bool = True,
@@ -237,9 +130,10 @@ class SliceDataset(_Augmented):
             np.ascontiguousarray(np.moveaxis(v.label, PLANE_AXIS[plane], 0)) for v in volumes
         ]
         self.index: list[tuple[int, int]] = []
-        for vi, img in enumerate(self.images):
-            centre = img[:, context]
-            keep = (centre != 0).any(axis=(1, 2)) if drop_empty else np.ones(len(img), bool)
+        axis = PLANE_AXIS[plane]
+        for vi, v in enumerate(volumes):
+            others = tuple(a for a in range(3) if a != axis)
+            keep = v.brain.any(axis=others) if drop_empty else np.ones(v.image.shape[axis], bool)
             self.index.extend((vi, int(s)) for s in np.flatnonzero(keep))
         self.transform = transform
 
@@ -256,7 +150,7 @@ class VolumeDataset(_Augmented):
 
     def __init__(
         self,
-        volumes: Sequence[CroppedVolume],
+        volumes: Sequence[Prepared],
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.volumes = list(volumes)
@@ -300,14 +194,15 @@ def weight_map(
 
 
 class PatchDataset(_Augmented):
-    """Fixed-size 3D patches drawn from cached volumes with a chosen sampler.
+    """Fixed-size 3D patches drawn from prepared volumes with a chosen sampler.
 
     Each item is one volume's ``patches_per_volume`` patches stacked:
     ``{"image": (P, 1, *patch), "label": (P, 1, *patch)}``; the engine flattens the
     volume and patch axes into the batch.
 
-    Samplers (MONAI):
-        * ``uniform``: ``RandSpatialCropSamples``, anywhere in the ROI box.
+    Samplers (MONAI crop transforms; each keeps the centres it drew, see :meth:`centres`):
+        * ``uniform``: ``RandWeightedCrop`` on a uniform map: any centre that keeps the
+          patch inside the box, background included.
         * ``foreground``: ``RandCropByPosNegLabel``, centres on brain vs background at
           ``pos_ratio``.
         * ``class_balanced``: ``RandCropByLabelClasses``, centres drawn per class with
@@ -317,7 +212,7 @@ class PatchDataset(_Augmented):
 
     def __init__(
         self,
-        volumes: Sequence[CroppedVolume],
+        volumes: Sequence[Prepared],
         patch_size: Sequence[int],
         sampler: str = "class_balanced",
         patches_per_volume: int = 4,
@@ -328,6 +223,8 @@ class PatchDataset(_Augmented):
     ) -> None:
         from monai import transforms as mt
 
+        if sampler not in SAMPLERS:
+            raise IBSRError(f"unknown patch sampler {sampler!r}; use one of {SAMPLERS}")
         self.volumes = list(volumes)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.sampler = sampler
@@ -339,11 +236,11 @@ class PatchDataset(_Augmented):
             item: dict[str, Any] = {"image": v.image[None], "label": v.label[None]}
             if sampler == "weighted":
                 item["weight"] = weight_map(v.label, weight_kind)[None]
+            elif sampler == "uniform":  # every voxel alike; a view, no memory
+                item["weight"] = np.broadcast_to(np.float32(1), (1, *v.image.shape))
             self.items.append(item)
-        if sampler == "uniform":
-            self.crop = mt.RandSpatialCropSamplesd(
-                keys, roi_size=self.patch_size, num_samples=n, random_size=False
-            )
+        if sampler in ("uniform", "weighted"):
+            self.crop = mt.RandWeightedCropd(keys, "weight", self.patch_size, num_samples=n)
         elif sampler == "foreground":
             self._precompute(mt.FgBgToIndicesd("label"))
             self.crop = mt.RandCropByPosNegLabeld(
@@ -357,7 +254,7 @@ class PatchDataset(_Augmented):
                 bg_indices_key="label_bg_indices",
                 allow_smaller=False,
             )
-        elif sampler == "class_balanced":
+        else:
             self._precompute(mt.ClassesToIndicesd("label", num_classes=4))
             self.crop = mt.RandCropByLabelClassesd(
                 keys,
@@ -369,10 +266,6 @@ class PatchDataset(_Augmented):
                 indices_key="label_cls_indices",
                 warn=False,
             )
-        elif sampler == "weighted":
-            self.crop = mt.RandWeightedCropd(keys, "weight", self.patch_size, num_samples=n)
-        else:
-            raise IBSRError(f"unknown patch sampler {sampler!r}")
 
     def _precompute(self, transform: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Store the sampler's voxel indices with each cached volume (computed once)."""
@@ -383,6 +276,21 @@ class PatchDataset(_Augmented):
         """Re-seed the patch sampler and the augmentation."""
         self.crop.set_random_state(seed=seed % 2**32)
         super().set_seed(seed + 1)
+
+    def centres(self, volume_index: int = 0, seed: int | None = None) -> np.ndarray:
+        """Draw one round of patches from a volume and return the centres the sampler chose.
+
+        Args:
+            volume_index: Which volume to sample.
+            seed: Re-seed the sampler first (None: go on from its current state).
+
+        Returns:
+            ``(P, 3)`` int array of voxel centres (``P = patches_per_volume``).
+        """
+        if seed is not None:
+            self.crop.set_random_state(seed=seed)
+        self.crop(self.items[volume_index])
+        return np.asarray([np.asarray(c, int) for c in self.crop.cropper.centers])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -395,7 +303,7 @@ class PatchDataset(_Augmented):
 
 def build_train_dataset(
     config: dict[str, Any],
-    volumes: Sequence[CroppedVolume],
+    volumes: Sequence[Prepared],
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> _Augmented:
     """The training dataset the config asks for (``data.mode``)."""

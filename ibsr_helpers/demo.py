@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ from scipy import ndimage as ndi
 from scipy.interpolate import CubicSpline
 from tqdm.auto import tqdm
 
-from ibsr_helpers.data import DEMO_DESCRIPTION, DEMO_MARKER
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.layout import COURSE_DIR, DEMO_DESCRIPTION, DEMO_MARKER, SPLIT_DIRS, SUBJECT_ID
 
 __all__ = ["SHAPE", "SPACING", "AFFINE", "ORIENTATION", "split_sizes", "make_demo_dataset"]
 
@@ -56,9 +55,6 @@ AFFINE: np.ndarray = np.array(
 #: (axis 0 left-right, axis 1 posterior->anterior, axis 2 inferior->superior).
 ORIENTATION: tuple[str, str, str] = ("R", "A", "S")
 
-_SPLIT_DIRS = {"train": "Training_Set", "val": "Validation_Set", "test": "Test_Set"}
-_COURSE_DIR = "TrainingValidationTestSets"
-_SUBJECT_RE = re.compile(r"^[A-Za-z]+_\d+$")  # as ibsr_helpers.data.discover reads them
 # Mean centroid of the brain (label > 0) in IBSR18's voxel grid, to place the demo brain.
 _BRAIN_CENTRE_VOXEL = np.array([127.0, 56.5, 138.0])
 # Random variation between subjects.
@@ -273,13 +269,13 @@ def _prepare(out: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise IBSRError("demo data folder is a file", out)
-    course = out / _COURSE_DIR
+    course = out / COURSE_DIR
     folders = [out, *(p for p in course.glob("*") if p.is_dir())] if out.is_dir() else []
     for folder in folders:
         foreign = sorted(
             p.name
             for p in folder.iterdir()
-            if p.is_dir() and _SUBJECT_RE.match(p.name) and not p.name.startswith("DEMO_")
+            if p.is_dir() and SUBJECT_ID.match(p.name) and not p.name.startswith("DEMO_")
         )
         if foreign:
             raise IBSRError(
@@ -322,7 +318,7 @@ def make_demo_dataset(
     DEMO_XX/DEMO_XX.nii.gz`` plus ``DEMO_XX_seg.nii.gz`` for train and val subjects,
     with ids ``DEMO_01``, ``DEMO_02``, ... in split order (see :func:`split_sizes`).
     The first validation subject is about 5x brighter than the others, like IBSR_11.
-    ``out/DEMO_DATA.txt`` (:data:`ibsr_helpers.data.DEMO_MARKER`) is written last, so a
+    ``out/DEMO_DATA.txt`` (:data:`ibsr_helpers.layout.DEMO_MARKER`) is written last, so a
     folder without it is an interrupted run. Old ``DEMO_XX`` folders in ``out`` are
     replaced. The same ``seed`` gives identical volumes; subject ``k`` does not depend
     on ``n_subjects`` apart from its split and the bright subject's scale.
@@ -347,14 +343,14 @@ def make_demo_dataset(
     splits = [s for s, k in zip(("train", "val", "test"), sizes, strict=True) for _ in range(k)]
     bright = sizes[0]  # index of the first validation subject
     tpl = _load_templates()
-    course = out / _COURSE_DIR
+    course = out / COURSE_DIR
     for k in tqdm(range(len(splits)), desc="demo data", unit="subject", disable=not progress):
         sid = f"DEMO_{k + 1:02d}"
         rng = np.random.default_rng([int(seed), k])
         top = _BRIGHT_MAX_RANGE if k == bright else _MAX_RANGE
         max_intensity = float(rng.uniform(*top))
         image, label = _subject_volumes(tpl, rng, max_intensity)
-        folder = course / _SPLIT_DIRS[splits[k]] / sid
+        folder = course / SPLIT_DIRS[splits[k]] / sid
         _save(image, folder / f"{sid}.nii.gz")
         if splits[k] != "test":
             _save(label, folder / f"{sid}_seg.nii.gz")

@@ -1,17 +1,21 @@
-"""Prediction for every model kind: slice stacks, whole volumes, sliding-window patches.
+"""Prediction for every model kind, on the scan's own grid, alone or as an ensemble.
 
-One entry point, :func:`predict_probabilities`, turns a normalised ``(X, Y, Z)`` volume
-into ``(4, X, Y, Z)`` class probabilities for any trained run:
+:func:`predict_probabilities` takes a raw :class:`~ibsr_helpers.data.Volume` through the
+run's own preprocessing (:func:`ibsr_helpers.preprocessing.prepare`: reorient, resample if
+needed, normalise, brain box), predicts there and inverts every step, so the ``(4, X, Y,
+Z)`` class probabilities lie on the scan's grid, whatever its orientation, voxel size or
+field of view. The model itself sees:
 
-* ``slices`` runs predict every slice along their plane (2.5D context included) and
-  restack them;
-* ``volume`` runs do one forward pass over the brain-centred ROI box;
-* ``patches`` runs use MONAI's sliding-window inference with Gaussian-weighted
-  aggregation (``inference.overlap``, ``inference.sw_batch_size``).
+* ``slices`` runs: every slice along their plane (2.5D context included), restacked;
+* ``volume`` runs: one forward pass over the brain box;
+* ``patches`` runs: MONAI's sliding-window inference with Gaussian-weighted aggregation
+  (``inference.overlap``, ``inference.sw_batch_size``).
 
-Flip test-time augmentation averages the prediction of the volume and of its
-left-right mirror image. Ensembles average the probabilities of several runs (2D and 3D
-mixed; three 2D runs on three planes make the classic multi-plane fusion).
+Flip test-time augmentation averages the prediction of the volume and of its left-right
+mirror image (axis 0 of the RAS-ordered box). Ensembles average the probabilities of
+several runs on the scan's grid (:func:`ensemble_average`, the one place that averages):
+2D and 3D runs, each with its own preprocessing, mix freely, and three 2D runs on three
+planes make the classic multi-plane fusion.
 """
 
 from __future__ import annotations
@@ -25,23 +29,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from ibsr_helpers.data import PLANE_AXIS, Volume, find_images, load_subject
-from ibsr_helpers.datasets import Box, roi_box, slice_stack
+from ibsr_helpers.data import Volume, find_images, load_subject
+from ibsr_helpers.environment import choose_precision
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
-from ibsr_helpers.models import build_model, size_divisor, spatial_dims
+from ibsr_helpers.models import build_model_from_config
+from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared, Preprocessing, prepare
 
 __all__ = [
     "Run",
     "load_run",
-    "model_in_channels",
     "predict_probabilities",
     "predict_volume",
     "predict_folder",
+    "ensemble_average",
     "sliding_window",
+    "window_slices",
 ]
 
-#: TTA mirrors along these voxel axes (0 = left-right).
+#: TTA mirrors along these axes of the RAS-ordered box (0 = left-right).
 TTA_AXES: tuple[tuple[int, ...], ...] = ((), (0,))
 
 
@@ -51,7 +57,8 @@ class Run:
 
     Attributes:
         model: The network, in eval mode, on its device.
-        config: The training config it was trained with.
+        config: The training config it was trained with (its ``data`` section says how
+            scans are preprocessed for it).
         path: The run folder.
     """
 
@@ -65,56 +72,15 @@ class Run:
         param = next(self.model.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How scans are prepared for this run (as in training)."""
+        return Preprocessing.from_config(self.config)
 
-def model_in_channels(config: dict[str, Any]) -> int:
-    """Input channels of the run's model: ``2k+1`` for 2.5D slices, else 1."""
-    if config["data"]["mode"] == "slices":
-        return 2 * int(config["data"]["context"]) + 1
-    return 1
-
-
-def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """The model's constructor arguments from ``config["model"]`` (``name`` removed)."""
-    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
-    if config["model"]["name"] == "unetr" and "img_size" not in kwargs:
-        d = config["data"]
-        kwargs["img_size"] = d["patch_size"] if d["mode"] == "patches" else d["roi"]
-    return kwargs
-
-
-def divisor_for(config: dict[str, Any]) -> int:
-    """The size multiple the run's network needs."""
-    return size_divisor(config["model"]["name"], **model_kwargs(config))
-
-
-def channels_last_inputs(config: dict[str, Any], device: torch.device) -> bool:
-    """Whether a 2D network runs channels-last (CUDA only, ``train.channels_last``)."""
-    return (
-        spatial_dims(config["model"]["name"]) == 2
-        and device.type == "cuda"
-        and bool(config.get("train", {}).get("channels_last", True))
-    )
-
-
-def build_run_model(config: dict[str, Any], device: str | torch.device) -> torch.nn.Module:
-    """The config's network on ``device``, in the memory layout that is fastest there.
-
-    2D networks on CUDA are channels-last (see :func:`channels_last_inputs`); 3D networks
-    on a CPU are channels-last-3d (NDHWC), which makes 3D convolutions, their backward
-    pass above all, several times faster there.
-    """
-    device = torch.device(device)
-    model = build_model(
-        config["model"]["name"],
-        in_channels=model_in_channels(config),
-        out_channels=4,
-        **model_kwargs(config),
-    ).to(device)
-    if channels_last_inputs(config, device):
-        model = model.to(memory_format=torch.channels_last)
-    elif spatial_dims(config["model"]["name"]) == 3 and device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last_3d)
-    return model
+    @property
+    def name(self) -> str:
+        """The run folder's name, or the config's ``name``."""
+        return self.path.name if self.path is not None else str(self.config.get("name", "run"))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best") -> Run:
@@ -123,18 +89,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str
     Raises:
         IBSRError: If the folder lacks the config or the checkpoint.
     """
+    from ibsr_helpers.config import DEFAULTS, merge
+
     run_dir = Path(run_dir)
     cfg_path, ckpt = run_dir / "config.json", run_dir / f"{which}.pt"
     if not cfg_path.is_file():
         raise IBSRError("not a training run folder (no config.json)", run_dir)
     if not ckpt.is_file():
         raise IBSRError(f"no {which}.pt checkpoint in the run folder", run_dir)
-    config = json.loads(cfg_path.read_text())
+    config = merge(DEFAULTS, json.loads(cfg_path.read_text()))  # older runs lack new keys
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise IBSRError(f"cannot read the checkpoint ({exc})", ckpt) from None
-    model = build_run_model(config, device)
+    model = build_model_from_config(config, device)
     model.load_state_dict(state["model"] if "model" in state else state)
     return Run(model.eval(), config, run_dir)
 
@@ -164,20 +132,65 @@ def sliding_window(
     )
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def window_slices(
+    shape: Sequence[int], patch_size: Sequence[int], overlap: float = 0.5
+) -> list[tuple[slice, ...]]:
+    """The windows MONAI's sliding-window inference visits on a volume of ``shape``.
+
+    Read from MONAI itself (its predictor is handed each window's position), so a figure
+    or a count never re-derives MONAI's rule. A volume smaller than the patch is padded.
+
+    Returns:
+        One ``(slice_x, slice_y, slice_z)`` per window, in MONAI's order.
+    """
+    if not 0 <= overlap < 1:
+        raise IBSRError(f"overlap must be in [0, 1), got {overlap}")
+    seen: list[tuple[slice, ...]] = []
+
+    def record(window: torch.Tensor, where: Sequence) -> torch.Tensor:
+        seen.extend(tuple(s[2:]) for s in where)
+        return torch.zeros_like(window)
+
+    padded = [max(int(n), int(p)) for n, p in zip(shape, patch_size, strict=True)]
+    with torch.no_grad():
+        from monai.inferers import sliding_window_inference
+
+        sliding_window_inference(
+            torch.zeros((1, 1, *padded)),
+            roi_size=tuple(int(p) for p in patch_size),
+            sw_batch_size=1,
+            predictor=record,
+            overlap=overlap,
+            with_coord=True,
+        )
+    return seen
+
+
+def _check_fixed_size(run: Run, shape: Sequence[int]) -> None:
+    """UNETR takes one input size only: say so when a brain box is larger."""
+    cfg = run.config
+    if cfg["model"]["name"] != "unetr" or cfg["data"]["mode"] != "volume":
+        return
+    expected = tuple(int(s) for s in cfg["model"].get("img_size") or cfg["data"]["roi"])
+    if tuple(shape) != expected:
+        raise IBSRError(
+            f"this brain needs a box of {tuple(shape)} voxels, but the run's UNETR takes "
+            f"exactly {expected} (its img_size); a brain that large cannot be segmented "
+            "by this model"
+        )
 
 
 @torch.no_grad()
-def _forward(run: Run, cropped: np.ndarray) -> torch.Tensor:
-    """Softmax probabilities ``(4, *cropped.shape)`` for a cropped volume (no TTA)."""
+def _forward(run: Run, image: np.ndarray) -> torch.Tensor:
+    """Softmax probabilities ``(4, *image.shape)`` for a prepared volume (no TTA)."""
     cfg, device = run.config, run.device
     d = cfg["data"]
-    with _autocast(device):
+    precision = choose_precision(device, cfg.get("train", {}).get("precision", "auto"))
+    with precision.autocast():
         if d["mode"] == "slices":
-            stack = torch.from_numpy(slice_stack(cropped, d["plane"], int(d["context"])))
+            from ibsr_helpers.datasets import slice_stack
+
+            stack = torch.from_numpy(slice_stack(image, d["plane"], int(d["context"])))
             bs = int(cfg["inference"].get("batch_size", 16))
             outs = []
             for i in range(0, len(stack), bs):
@@ -185,85 +198,95 @@ def _forward(run: Run, cropped: np.ndarray) -> torch.Tensor:
                 outs.append(torch.softmax(run.model(batch).float(), 1).cpu())
             probs = torch.cat(outs)  # (N, 4, H, W)
             return torch.movedim(probs, 0, PLANE_AXIS[d["plane"]] + 1)
-        image = torch.from_numpy(np.ascontiguousarray(cropped))[None, None].to(device)
+        _check_fixed_size(run, image.shape)
+        x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
         if d["mode"] == "volume":
-            logits = run.model(image)
+            logits = run.model(x)
         else:
             inf = cfg["inference"]
             logits = sliding_window(
-                run.model, image, d["patch_size"], float(inf["overlap"]), int(inf["sw_batch_size"])
+                run.model, x, d["patch_size"], float(inf["overlap"]), int(inf["sw_batch_size"])
             )
         return torch.softmax(logits.float(), 1)[0].cpu()
 
 
-def predict_probabilities(run: Run, image: np.ndarray, tta: bool = False) -> torch.Tensor:
-    """Class probabilities for a normalised volume.
+def prepared_probabilities(run: Run, prepared: Prepared, tta: bool = False) -> torch.Tensor:
+    """Class probabilities ``(4, *prepared.image.shape)`` on the prepared grid.
 
-    Args:
-        run: A loaded run.
-        image: ``(X, Y, Z)`` volume, normalised as the run was trained
-            (``run.config["data"]["normalize"]``).
-        tta: Average with the prediction of the left-right mirrored volume.
-
-    Returns:
-        ``(4, X, Y, Z)`` float32 probabilities on the CPU; outside the brain box the
-        background has probability 1.
+    Raises:
+        IBSRError: If ``prepared`` was made with another preprocessing than the run's.
     """
-    box: Box = roi_box(image, run.config["data"]["roi"], divisor_for(run.config))
-    cropped = box.crop(image)
+    if prepared.spec != run.preprocessing:
+        raise IBSRError(
+            f"{prepared.id} was prepared with {prepared.spec}, but run {run.name} needs "
+            f"{run.preprocessing}; predict from the raw volume instead"
+        )
     total = None
     flips = TTA_AXES if tta else ((),)
     for axes in flips:
-        x = np.flip(cropped, axes) if axes else cropped
+        x = np.flip(prepared.image, axes) if axes else prepared.image
         p = _forward(run, np.ascontiguousarray(x))
         if axes:
             p = torch.flip(p, [a + 1 for a in axes])
         total = p if total is None else total + p
-    probs = total / len(flips)
-    background = torch.zeros((4,) + tuple(image.shape))
-    background[0] = 1.0
-    full = box.paste(probs, image.shape)
-    outside = torch.ones(tuple(image.shape), dtype=torch.bool)
-    outside[box._slices(image.shape)[0]] = False
-    full[:, outside] = background[:, outside]
-    return full
+    return total / len(flips)
 
 
-def _normalised(volume: Volume, method: str, cache: dict[str, np.ndarray]) -> np.ndarray:
-    if method not in cache:
-        from ibsr_helpers.transforms import normalize
+def predict_probabilities(run: Run, volume: Volume, tta: bool = False) -> torch.Tensor:
+    """Class probabilities for a raw volume, on the volume's own grid.
 
-        cache[method] = normalize(volume.image, method) if method else volume.image
-    return cache[method]
+    Args:
+        run: A loaded run.
+        volume: A scan as stored (:func:`ibsr_helpers.data.load_subject`); the run's
+            preprocessing is applied here (once per volume and preprocessing: cached).
+        tta: Average with the prediction of the left-right mirrored volume.
+
+    Returns:
+        ``(4, X, Y, Z)`` float32 probabilities on the CPU, summing to 1; outside the brain
+        box the background has probability 1.
+    """
+    prepared = prepare(volume, run.preprocessing)
+    probs = prepared.invert(prepared_probabilities(run, prepared, tta)[1:])
+    background = (1.0 - probs.sum(0, keepdim=True)).clamp_(0.0, 1.0)
+    return torch.cat([background, probs])
+
+
+def ensemble_average(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's probabilities: the mean of its members' (all on one grid).
+
+    Raises:
+        IBSRError: If there is no member.
+    """
+    if not probabilities:
+        raise IBSRError("no run given to predict with")
+    return torch.stack(list(probabilities)).mean(0)
 
 
 def predict_volume(
-    runs: Run | Sequence[Run], volume: Volume, tta: bool = False, raw: bool = True
+    runs: Run | Sequence[Run],
+    volume: Volume,
+    tta: bool = False,
+    postprocess: Any = None,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """Predict one subject with one run or an ensemble (probabilities averaged).
+    """Segment one raw volume with one run or an ensemble (probabilities averaged).
 
     Args:
         runs: One run or several (2D and 3D may be mixed).
-        volume: The subject; ``raw=True`` means its image is not normalised yet, and each
-            run's own normalisation is applied.
+        volume: A scan as stored; each run applies its own preprocessing.
         tta: Flip test-time augmentation.
-        raw: Whether ``volume.image`` still needs normalising.
+        postprocess: Optional :class:`ibsr_helpers.postprocessing.PostProcessing` applied
+            to the segmentation (the probabilities are returned as predicted).
 
     Returns:
         ``(segmentation, probabilities)``: ``(X, Y, Z)`` uint8 labels and
-        ``(4, X, Y, Z)`` averaged probabilities.
+        ``(4, X, Y, Z)`` averaged probabilities, both on the volume's grid.
     """
     runs = [runs] if isinstance(runs, Run) else list(runs)
-    if not runs:
-        raise IBSRError("no run given to predict with")
-    cache: dict[str, np.ndarray] = {}
-    total = None
-    for run in runs:
-        image = _normalised(volume, run.config["data"]["normalize"], cache) if raw else volume.image
-        p = predict_probabilities(run, image, tta)
-        total = p if total is None else total + p
-    probs = total / len(runs)
-    return probs.argmax(0).numpy().astype(np.uint8), probs
+    probs = ensemble_average([predict_probabilities(run, volume, tta) for run in runs])
+    seg = probs.argmax(0).numpy().astype(np.uint8)
+    if postprocess is not None:
+        seg = postprocess(seg, volume)
+    return seg, probs
 
 
 def predict_folder(
@@ -272,22 +295,25 @@ def predict_folder(
     out_dir: str | Path,
     tta: bool = False,
     device: str | torch.device = "cpu",
+    postprocess: Any = None,
     progress: bool = True,
 ) -> list[Path]:
     """Predict every image under ``input_dir`` and save ``ID_seg.nii.gz`` files.
 
     Args:
         run_dirs: One run folder, or several for an ensemble.
-        input_dir: Any folder holding ``ID/ID.nii.gz`` images at any depth (labels, if
-            present, are ignored), e.g. the IBSR18 ``Test_Set``.
+        input_dir: Any folder holding ``ID.nii.gz`` (or ``.nii``) images at any depth
+            (labels, if present, are ignored), e.g. the IBSR18 ``Test_Set``.
         out_dir: Where predictions go, one ``ID_seg.nii.gz`` per image, with the source
-            image's geometry.
+            image's grid, affine and header codes.
         tta: Flip test-time augmentation.
         device: Torch device.
+        postprocess: Optional :class:`ibsr_helpers.postprocessing.PostProcessing`.
         progress: Show a progress bar.
 
     Returns:
-        The files written.
+        The files written. A scan that fails stops the loop with an error naming it;
+        the files already written stay.
     """
     from tqdm.auto import tqdm
 
@@ -296,7 +322,7 @@ def predict_folder(
     written = []
     for subject in tqdm(subjects, desc="predicting", unit="volume", disable=not progress):
         volume = load_subject(subject)
-        seg, _ = predict_volume(runs, volume, tta)
+        seg, _ = predict_volume(runs, volume, tta, postprocess)
         written.append(
             save_segmentation(seg, volume.nifti, Path(out_dir) / f"{subject.id}_seg.nii.gz")
         )

@@ -1,23 +1,33 @@
-"""Reading and writing NIfTI volumes with IBSR18's geometry kept exactly.
+"""Reading and writing NIfTI volumes, with their geometry kept exactly and checked once.
 
 IBSR18 files are 4-D ``(256, 128, 256, 1)`` int16 with the 1.5 mm axis at position 1.
 :func:`read_volume` squeezes trailing singleton axes; :func:`save_segmentation` puts
 them back so a prediction has the same dimensionality, affine, zooms and sform/qform
-codes as the image it was made from.
+codes as the image it was made from. :func:`read_labels` is the one place label values
+are checked, :func:`check_spacing` the one place a voxel size is.
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.layout import LABELS
 
-__all__ = ["read_volume", "load_nifti", "save_segmentation", "squeeze_trailing"]
+__all__ = [
+    "read_volume",
+    "read_labels",
+    "load_nifti",
+    "save_segmentation",
+    "squeeze_trailing",
+    "check_spacing",
+]
 
 
 def squeeze_trailing(array: np.ndarray, ndim: int = 3) -> np.ndarray:
@@ -85,6 +95,52 @@ def read_volume(
     if data.ndim != 3:
         raise IBSRError(f"expected a 3-D volume, got shape {data.shape}", path)
     return data.astype(dtype, copy=False), img
+
+
+def read_labels(path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a label volume and check its values are whole numbers in 0..3.
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` label file (0 background, 1 CSF, 2 GM, 3 WM).
+
+    Returns:
+        ``(labels, image)``: ``(X, Y, Z)`` uint8 labels and the nibabel image.
+
+    Raises:
+        IBSRError: If the file cannot be read, or holds non-finite, fractional or
+            out-of-range values (the message lists up to five of them).
+    """
+    raw, img = read_volume(path, np.float64)
+    if not np.isfinite(raw).all():
+        raise IBSRError("label holds non-finite values", path)
+    bad = ~np.isin(raw, list(LABELS))
+    if bad.any():
+        values = np.unique(raw[bad])
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", …" if values.size > 5 else "")
+        raise IBSRError(f"label values [{shown}] outside 0-3 (0 bg, 1 CSF, 2 GM, 3 WM)", path)
+    return raw.astype(np.uint8), img
+
+
+def check_spacing(spacing: Sequence[float], ndim: int = 3) -> tuple[float, ...]:
+    """Validate a voxel size.
+
+    Args:
+        spacing: ``ndim`` positive finite numbers (mm).
+        ndim: How many axes the volume has.
+
+    Returns:
+        The spacing as a tuple of floats.
+
+    Raises:
+        IBSRError: If it is not ``ndim`` positive finite numbers.
+    """
+    try:
+        out = tuple(float(s) for s in np.ravel(spacing))
+    except (TypeError, ValueError):
+        raise IBSRError(f"spacing must be {ndim} numbers (mm), got {spacing!r}") from None
+    if len(out) != ndim or not all(np.isfinite(s) and s > 0 for s in out):
+        raise IBSRError(f"spacing must be {ndim} positive numbers (mm), got {spacing!r}")
+    return out
 
 
 def save_segmentation(

@@ -1,8 +1,10 @@
-"""Model factory: every network of the course, 2D and 3D, built by name.
+"""Model factory: every network of the course, 2D and 3D, built by name or from a config.
 
-The training engine never imports a network class itself; it asks ``build_model`` for one,
-``spatial_dims`` for how to feed it (slices or patches) and ``size_divisor`` for how much
-to pad the input. Extra keyword arguments (from a YAML config) go to the constructor.
+The engine never imports a network class itself: :func:`build_model_from_config` turns a
+training config into the network (its input channels, constructor settings and memory
+layout), in the style of smp's ``create_model``; :func:`config_divisor` says how much the
+preprocessing pads the input, :func:`spatial_dims` how to feed it. Extra keyword
+arguments (from a YAML config's ``model`` section) go to the constructor.
 
 ==================  ====  ===========================================================
 name                dims  network
@@ -37,6 +39,11 @@ from ibsr_helpers.errors import IBSRError
 __all__ = [
     "MODEL_NAMES",
     "build_model",
+    "build_model_from_config",
+    "model_kwargs",
+    "model_in_channels",
+    "config_divisor",
+    "channels_last_inputs",
     "spatial_dims",
     "size_divisor",
     "count_parameters",
@@ -52,6 +59,7 @@ __all__ = [
 # schemas (as torchvision 0.28's compiled ``_C`` library declares them)
 # is enough for the import to succeed; the ops themselves stay unavailable, and no model
 # here uses them. Where torchvision works (a matching CUDA torch, Colab) nothing is done.
+# It runs at first use (import_smp), never when this module is imported.
 _TORCHVISION_SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -106,8 +114,6 @@ def import_smp() -> ModuleType:
 
     return segmentation_models_pytorch
 
-
-_ensure_torchvision()  # so timm / torchvision imported after this module work as well
 
 # --------------------------------------------------------------------------- pretrained weights
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -420,6 +426,73 @@ def size_divisor(name: str, **kwargs: Any) -> int:
 
     """
     return _spec(name).divisor(kwargs)
+
+
+def model_in_channels(config: dict[str, Any]) -> int:
+    """Input channels of a config's network: ``2k+1`` for 2.5D slices, else 1."""
+    if config["data"]["mode"] == "slices":
+        return 2 * int(config["data"]["context"]) + 1
+    return 1
+
+
+def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The network's constructor settings from ``config["model"]`` (``name`` removed).
+
+    UNETR's fixed input size defaults to the training patch (patch mode) or the box.
+    """
+    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
+    if config["model"]["name"] == "unetr" and "img_size" not in kwargs:
+        d = config["data"]
+        kwargs["img_size"] = d["patch_size"] if d["mode"] == "patches" else d["roi"]
+    return kwargs
+
+
+def config_divisor(config: dict[str, Any]) -> int:
+    """The multiple every input side of the config's network must be (see :func:`size_divisor`)."""
+    return size_divisor(config["model"]["name"], **model_kwargs(config))
+
+
+def channels_last_inputs(config: dict[str, Any], device: torch.device) -> bool:
+    """Whether a config's 2D network runs channels-last (CUDA only, ``train.channels_last``)."""
+    return (
+        spatial_dims(config["model"]["name"]) == 2
+        and device.type == "cuda"
+        and bool(config.get("train", {}).get("channels_last", True))
+    )
+
+
+def build_model_from_config(
+    config: dict[str, Any], device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The config's network on ``device``, in the memory layout that is fastest there.
+
+    2D networks on CUDA are channels-last (see :func:`channels_last_inputs`); 3D networks
+    on a CPU are channels-last-3d (NDHWC), which makes 3D convolutions, their backward
+    pass above all, several times faster there.
+
+    Args:
+        config: A training config (``model`` and ``data`` sections are read).
+        device: Where the weights go.
+
+    Returns:
+        The network with randomly initialised weights (or pretrained encoder weights when
+        ``model.encoder_weights`` asks for them).
+
+    Raises:
+        IBSRError: As :func:`build_model`.
+    """
+    device = torch.device(device)
+    model = build_model(
+        config["model"]["name"],
+        in_channels=model_in_channels(config),
+        out_channels=4,
+        **model_kwargs(config),
+    ).to(device)
+    if channels_last_inputs(config, device):
+        model = model.to(memory_format=torch.channels_last)
+    elif spatial_dims(config["model"]["name"]) == 3 and device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last_3d)
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -1,24 +1,9 @@
-"""Static figures: label colours, plane slicing, tri-planar views, histograms, tissue volumes.
+"""Figures of the course: data, model inputs, training curves, predictions, comparisons.
 
-Plane convention (shared with :mod:`ibsr_helpers.viewer`): volumes are ``(X, Y, Z)``
-arrays in RAS voxel order, as IBSR18 is (``nib.aff2axcodes`` gives ``('R', 'A', 'S')``;
-axis 1 is the 1.5 mm coronal-slice axis):
-
-==========  ==========  ======================  =====================
-plane       fixed axis  horizontal (left→right)  vertical (bottom→top)
-==========  ==========  ======================  =====================
-sagittal    X (0)       Y: posterior → anterior  Z: inferior → superior
-coronal     Y (1)       X: left → right          Z: inferior → superior
-axial       Z (2)       X: left → right          Y: posterior → anterior
-==========  ==========  ======================  =====================
-
-So the head is upright, and coronal/axial views are in neurological convention (the
-subject's right on the viewer's right). Slices are drawn in millimetres, so the 1.5 mm
-axis keeps its true length. A :class:`~ibsr_helpers.data.Volume` whose affine is not RAS
-is reoriented first (:func:`as_ras`).
-
-Every function returns a :class:`matplotlib.figure.Figure` made without pyplot, so
-nothing piles up in pyplot's state; in a notebook end the cell with the figure to show it.
+Every function returns a :class:`matplotlib.figure.Figure` made without pyplot, so nothing
+piles up in pyplot's state; in a notebook end the cell with the figure to show it. The
+drawing primitives (planes, colours, overlays) are :mod:`ibsr_helpers.display`'s, shared
+with the interactive viewer; statistical charts are seaborn's.
 """
 
 from __future__ import annotations
@@ -26,326 +11,56 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Rectangle
 
-from ibsr_helpers.data import LABELS, PLANE_AXIS, SPLITS, TISSUES, Volume
+from ibsr_helpers.data import Volume
+from ibsr_helpers.display import (
+    LABEL_COLORS,
+    PLANE_DISPLAY,
+    PLANES,
+    check_image,
+    check_plane,
+    check_same_shape,
+    draw_slice,
+    intensity_window,
+    legend_handles,
+    n_slices,
+    overlay,
+    plane_extent,
+    slice_plane,
+    unpack_volume,
+    upright,
+)
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.transforms import normalize as _normalize
+from ibsr_helpers.layout import LABELS, SPLITS, TISSUES
+from ibsr_helpers.preprocessing import PLANE_AXIS, brain_mask
+from ibsr_helpers.preprocessing import normalize as normalize_image
 
 if TYPE_CHECKING:
-    from ibsr_helpers.datasets import Box, PatchDataset
+    from ibsr_helpers.datasets import PatchDataset
+    from ibsr_helpers.preprocessing import Prepared
 
 __all__ = [
-    "LABEL_COLORS",
     "SPLIT_COLORS",
-    "PLANES",
-    "PLANE_AXIS",
-    "label_colormap",
-    "label_lut",
-    "legend_handles",
-    "as_ras",
-    "unpack_volume",
-    "check_spacing",
-    "check_same_shape",
-    "n_slices",
-    "slice_plane",
-    "plane_extent",
-    "plane_letters",
-    "intensity_window",
-    "overlay",
-    "draw_slice",
     "plot_triplanar",
     "plot_intensity_histograms",
-    "tissue_volumes",
     "plot_tissue_volumes",
     "plot_learning_curves",
     "plot_prediction_overlay",
-    "upright",
     "plot_slices",
     "plot_augmentations",
     "plot_roi_box",
-    "patch_centres",
     "plot_patch_centres",
-    "window_starts",
     "plot_sliding_window",
     "plot_dice_comparison",
 ]
 
-#: Label value -> colour (Okabe-Ito, colour-blind safe). Background has no colour.
-LABEL_COLORS: dict[int, str] = {1: "#56B4E9", 2: "#D55E00", 3: "#F0E442"}
 #: Split -> colour map name; each subject gets its own shade of its split's colour.
 SPLIT_COLORS: dict[str, str] = {"train": "Blues", "val": "Oranges", "test": "Greens"}
-
-#: Plane names, in the order figures show them.
-PLANES: tuple[str, ...] = ("sagittal", "coronal", "axial")
-# Plane -> (horizontal axis, vertical axis) of the displayed slice.
-_PLANE_DISPLAY: dict[str, tuple[int, int]] = {
-    "sagittal": (1, 2),
-    "coronal": (0, 2),
-    "axial": (0, 1),
-}
-# Plane -> (left, right, bottom, top) letters for RAS-ordered arrays.
-_PLANE_LETTERS: dict[str, tuple[str, str, str, str]] = {
-    "sagittal": ("P", "A", "I", "S"),
-    "coronal": ("L", "R", "I", "S"),
-    "axial": ("L", "R", "P", "A"),
-}
-
-
-# --------------------------------------------------------------------------- colours
-
-
-def label_lut() -> np.ndarray:
-    """RGBA lookup table, shape ``(256, 4)``: tissues opaque, every other value transparent."""
-    lut = np.zeros((256, 4), dtype=np.float32)
-    for value, colour in LABEL_COLORS.items():
-        lut[value, :3] = to_rgb(colour)
-        lut[value, 3] = 1.0
-    return lut
-
-
-def label_colormap() -> ListedColormap:
-    """Return a colormap for ``imshow(label, cmap=..., vmin=0, vmax=3)`` (background clear)."""
-    return ListedColormap(label_lut()[: max(LABEL_COLORS) + 1], name="ibsr_labels")
-
-
-def legend_handles() -> list[Patch]:
-    """Legend patches for CSF, GM and WM in :data:`LABEL_COLORS`."""
-    return [Patch(facecolor=LABEL_COLORS[v], label=LABELS[v]) for v in sorted(LABEL_COLORS)]
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
-    """Validate a voxel size.
-
-    Args:
-        spacing: Three positive numbers (mm).
-
-    Returns:
-        The spacing as a tuple of floats.
-
-    Raises:
-        IBSRError: If it is not three positive finite numbers.
-
-    """
-    try:
-        out = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise IBSRError(f"spacing must be three numbers, got {spacing!r}") from None
-    if len(out) != 3 or not all(np.isfinite(s) and s > 0 for s in out):
-        raise IBSRError(f"spacing must be three positive numbers (mm), got {spacing!r}")
-    return out  # type: ignore[return-value]
-
-
-def check_same_shape(image: np.ndarray, other: np.ndarray | None, name: str) -> np.ndarray | None:
-    """Check that ``other`` (a label volume) matches the image's shape.
-
-    Args:
-        image: The ``(X, Y, Z)`` image.
-        other: A volume to show over it, or None.
-        name: What ``other`` is, for the message (e.g. ``"label"``).
-
-    Returns:
-        ``other`` as an array (or None).
-
-    Raises:
-        IBSRError: If the shapes differ.
-
-    """
-    if other is None:
-        return None
-    other = np.asarray(other)
-    if other.shape != image.shape:
-        raise IBSRError(f"{name} shape {other.shape} does not match image shape {image.shape}")
-    return other
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise IBSRError(f"expected a 3-D (X, Y, Z) image, got shape {image.shape}")
-    return image
-
-
-def as_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Reorder and flip a volume's axes so the voxel order is RAS (a no-op for IBSR18).
-
-    Args:
-        array: ``(X, Y, Z)`` volume.
-        affine: Its 4x4 voxel-to-world affine.
-
-    Returns:
-        The volume with axes in R, A, S order (a view when nothing moves).
-
-    """
-    ornt = nib.orientations.io_orientation(affine)
-    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
-        return array
-    return nib.orientations.apply_orientation(array, ornt)
-
-
-def _ras_spacing(spacing: Sequence[float], affine: np.ndarray) -> tuple[float, float, float]:
-    ornt = nib.orientations.io_orientation(affine)
-    out = [0.0, 0.0, 0.0]
-    for axis, (new_axis, _) in enumerate(ornt):
-        out[int(new_axis)] = float(spacing[axis])
-    return tuple(out)  # type: ignore[return-value]
-
-
-def unpack_volume(
-    image: np.ndarray | Volume,
-    label: np.ndarray | None,
-    spacing: Sequence[float] | None,
-) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float], str | None]:
-    """Arrays, spacing and a title from an array or a :class:`Volume` (reoriented to RAS).
-
-    Args:
-        image: ``(X, Y, Z)`` array or a loaded Volume.
-        label: A label volume; for a Volume, defaults to its own label.
-        spacing: Voxel size in mm; for a Volume, defaults to its own; else ``(1, 1, 1)``.
-
-    Returns:
-        ``(image, label, spacing, title)`` where title is the subject id for a Volume.
-
-    """
-    if isinstance(image, Volume):
-        vol = image
-        label = vol.label if label is None else label
-        spacing = vol.spacing if spacing is None else spacing
-        img = as_ras(vol.image, vol.affine)
-        lab = None if label is None else as_ras(np.asarray(label), vol.affine)
-        return img, lab, _ras_spacing(check_spacing(spacing), vol.affine), vol.id
-    return np.asarray(image), label, check_spacing((1, 1, 1) if spacing is None else spacing), None
-
-
-def _check_plane(plane: str) -> str:
-    if plane not in PLANE_AXIS:
-        raise IBSRError(f"unknown plane {plane!r}; use one of {PLANES}")
-    return plane
-
-
-def n_slices(shape: Sequence[int], plane: str) -> int:
-    """Return the number of slices of a volume of ``shape`` in ``plane``."""
-    return int(shape[PLANE_AXIS[_check_plane(plane)]])
-
-
-def slice_plane(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """One slice, oriented for display: row 0 is the top of the picture.
-
-    Args:
-        volume: ``(X, Y, Z)`` array in RAS voxel order.
-        plane: ``"sagittal"``, ``"coronal"`` or ``"axial"``.
-        index: Slice number along the plane's fixed axis.
-
-    Returns:
-        ``(H, W)`` array for ``imshow(..., origin="upper")`` (see the module table).
-
-    Raises:
-        IBSRError: If the plane is unknown or the index out of range.
-
-    """
-    axis = PLANE_AXIS[_check_plane(plane)]
-    n = volume.shape[axis]
-    if not 0 <= index < n:
-        raise IBSRError(f"{plane} slice {index} out of range 0..{n - 1}")
-    # After np.take the remaining axes keep their order, so .T puts the vertical axis in
-    # rows; flipping makes row 0 the top (superior / anterior).
-    return np.flipud(np.take(volume, index, axis=axis).T)
-
-
-def plane_extent(shape: Sequence[int], spacing: Sequence[float], plane: str) -> tuple[float, ...]:
-    """``imshow`` extent ``(left, right, bottom, top)`` in mm, so pixels keep their true size."""
-    h_axis, v_axis = _PLANE_DISPLAY[_check_plane(plane)]
-    return (0.0, shape[h_axis] * spacing[h_axis], 0.0, shape[v_axis] * spacing[v_axis])
-
-
-def plane_letters(plane: str) -> tuple[str, str, str, str]:
-    """Anatomical directions at the (left, right, bottom, top) edges of a slice."""
-    return _PLANE_LETTERS[_check_plane(plane)]
-
-
-# --------------------------------------------------------------------------- drawing
-
-
-def intensity_window(
-    image: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)
-) -> tuple[float, float]:
-    """Grey-level window from the brain (non-zero) voxels' percentiles.
-
-    Args:
-        image: Any intensity array.
-        percentiles: Lower and upper percentile.
-
-    Returns:
-        ``(low, high)`` with ``high > low``.
-
-    """
-    values = image[image != 0]
-    if values.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(values, percentiles))
-    if hi <= lo:
-        hi = lo + 1.0
-    return lo, hi
-
-
-def overlay(
-    image2d: np.ndarray,
-    label2d: np.ndarray | None,
-    alpha: float,
-    window: tuple[float, float],
-) -> np.ndarray:
-    """Blend a grey slice with its label colours.
-
-    Args:
-        image2d: ``(H, W)`` intensities.
-        label2d: ``(H, W)`` labels (0 background, 1 CSF, 2 GM, 3 WM), or None.
-        alpha: Label opacity in [0, 1]; 0 gives the plain grey slice.
-        window: ``(low, high)`` grey-level window.
-
-    Returns:
-        ``(H, W, 3)`` float32 RGB in [0, 1].
-
-    """
-    lo, hi = window
-    grey = np.clip((np.asarray(image2d, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    if label2d is None or alpha <= 0:
-        return rgb
-    rgba = label_lut()[np.clip(np.asarray(label2d), 0, 255).astype(np.intp)]
-    weight = (float(min(alpha, 1.0)) * rgba[..., 3])[..., None]
-    return (1.0 - weight) * rgb + weight * rgba[..., :3]
-
-
-def draw_slice(
-    ax: Axes,
-    rgb: np.ndarray,
-    shape: Sequence[int],
-    spacing: Sequence[float],
-    plane: str,
-    title: str | None = None,
-) -> None:
-    """Draw an :func:`overlay` slice in mm with orientation letters and no ticks."""
-    ax.imshow(rgb, extent=plane_extent(shape, spacing, plane), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_facecolor("black")
-    style = {"color": "white", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
-    left, right, bottom, top = plane_letters(plane)
-    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
-    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
-    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
-    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
-    if title:
-        ax.set_title(title, fontsize=10)
 
 
 def plot_triplanar(
@@ -375,7 +90,7 @@ def plot_triplanar(
 
     """
     img, lab, sp, vol_title = unpack_volume(image, label, spacing)
-    img = _check_image(img)
+    img = check_image(img)
     lab = check_same_shape(img, lab, "label")
     if slices is None:
         idx = {p: img.shape[PLANE_AXIS[p]] // 2 for p in PLANES}
@@ -462,8 +177,9 @@ def plot_intensity_histograms(
         raise IBSRError("no volumes to plot")
     values = []
     for vol in volumes:
-        image = vol.image if normalize is None else _normalize(vol.image, normalize)
-        values.append(image[vol.image != 0])
+        brain = brain_mask(vol.image)
+        image = vol.image if normalize is None else normalize_image(vol.image, normalize, brain)
+        values.append(image[brain])
     if ax is None:
         fig = Figure(figsize=(10, 4.2), layout="constrained")
         ax = fig.add_subplot()
@@ -484,44 +200,11 @@ def plot_intensity_histograms(
     return ax.figure  # type: ignore[return-value]
 
 
-def tissue_volumes(volumes: Sequence[Volume]) -> pd.DataFrame:
-    """Tissue volumes per labelled subject, from voxel counts and spacing.
-
-    Args:
-        volumes: Loaded volumes; those without a label (test subjects) are skipped.
-
-    Returns:
-        DataFrame with columns ``subject, split, tissue, voxels, volume_ml, percent``
-        (percent of the subject's CSF+GM+WM), one row per subject and tissue.
-
-    """
-    rows = []
-    for vol in volumes:
-        if vol.label is None:
-            continue
-        counts = np.bincount(vol.label.ravel(), minlength=len(LABELS))
-        voxel_ml = float(np.prod(vol.spacing)) / 1000.0
-        total = int(counts[1 : len(TISSUES) + 1].sum())
-        for value, tissue in enumerate(TISSUES, start=1):
-            rows.append(
-                {
-                    "subject": vol.id,
-                    "split": vol.subject.split,
-                    "tissue": tissue,
-                    "voxels": int(counts[value]),
-                    "volume_ml": counts[value] * voxel_ml,
-                    "percent": 100.0 * counts[value] / total if total else 0.0,
-                }
-            )
-    columns = ["subject", "split", "tissue", "voxels", "volume_ml", "percent"]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def plot_tissue_volumes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Plot tissue volumes (ml) as grouped bars per subject, subjects grouped by split.
 
     Args:
-        df: From :func:`tissue_volumes`.
+        df: From :func:`ibsr_helpers.data.tissue_volumes`.
         ax: Axes to draw in; a new figure if None.
 
     Returns:
@@ -651,25 +334,6 @@ def plot_prediction_overlay(
     return fig
 
 
-# --------------------------------------------------------------------------- model inputs
-
-
-def upright(slice2d: np.ndarray) -> np.ndarray:
-    """Turn a model-input slice for display, as :func:`slice_plane` does.
-
-    A slice of :func:`ibsr_helpers.datasets.slice_stack` keeps the two remaining voxel
-    axes in order (e.g. ``(X, Z)`` for a coronal slice); transposed and flipped, the head
-    is upright. ``upright(slice_stack(v, p)[i, 0])`` equals ``slice_plane(v, p, i)``.
-
-    Args:
-        slice2d: ``(A, B)`` slice in voxel-axis order.
-
-    Returns:
-        ``(B, A)`` array, row 0 at the top (superior or anterior).
-    """
-    return np.flipud(np.asarray(slice2d).T)
-
-
 def plot_slices(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray | None] | None = None,
@@ -729,7 +393,7 @@ def plot_slices(
 def _pixel_shape(plane: str, slice_shape: Sequence[int]) -> tuple[int, int, int]:
     """A 3-D shape whose ``plane`` slices have ``slice_shape`` (voxel-axis order)."""
     shape = [1, 1, 1]
-    a, b = (i for i in range(3) if i != PLANE_AXIS[_check_plane(plane)])
+    a, b = (i for i in range(3) if i != PLANE_AXIS[check_plane(plane)])
     shape[a], shape[b] = slice_shape
     return tuple(shape)  # type: ignore[return-value]
 
@@ -743,17 +407,22 @@ def plot_augmentations(
     plane: str = "coronal",
     alpha: float = 0.4,
 ) -> Figure:
-    """One slice and ``n`` random augmentations of it: images on top, labels below.
+    """A sample and ``n`` random augmentations of it: images on top, labels below.
+
+    2D samples are drawn whole; 3D samples (a volume or a patch, augmented in 3D by the
+    transform) are drawn by their middle slice along ``plane``, so a 3D rotation shows as
+    anatomy moving in and out of the slice and a bias field as a smooth shading.
 
     Args:
-        image: ``(C, A, B)`` model input (``C`` = 1, or ``2k+1`` for 2.5D; the centre
-            channel is drawn), as a :class:`~ibsr_helpers.datasets.SliceDataset` gives it.
-        label: ``(1, A, B)`` or ``(A, B)`` labels.
+        image: ``(C, A, B)`` slice input (``C`` = 1, or ``2k+1`` for 2.5D; the centre
+            channel is drawn), as a :class:`~ibsr_helpers.datasets.SliceDataset` gives it,
+            or ``(1, X, Y, Z)`` volume input.
+        label: ``(1, …)`` labels of the same spatial shape (or without the channel axis).
         transform: A MONAI transform on ``{"image", "label"}`` dicts, e.g.
-            ``train_transforms(config, 2)``.
+            ``train_transforms(config, 2)`` or ``train_transforms(config, 3)``.
         n: Augmented copies to draw.
         seed: Seed of the transform's random state (same seed, same figure).
-        plane: The slice's plane (orientation letters).
+        plane: The plane drawn (and, for slices, the orientation letters).
         alpha: Label opacity in the bottom row.
 
     Returns:
@@ -761,18 +430,27 @@ def plot_augmentations(
     """
     image = np.asarray(image, dtype=np.float32)
     label = np.asarray(label)
-    label = label[None] if label.ndim == 2 else label
-    if image.ndim != 3 or label.shape[1:] != image.shape[1:]:
+    label = label[None] if label.ndim == image.ndim - 1 else label
+    if image.ndim not in (3, 4) or label.shape[1:] != image.shape[1:]:
         raise IBSRError(
-            f"expected image (C, A, B) and label (1, A, B), got {image.shape}, {label.shape}"
+            "expected image (C, A, B) or (1, X, Y, Z) and labels of the same shape, "
+            f"got {image.shape}, {label.shape}"
         )
+    centre = image.shape[0] // 2
+
+    def shown(array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array)[centre if array.shape[0] == image.shape[0] else 0]
+        if array.ndim == 3:  # a volume: its middle slice along the plane
+            axis = PLANE_AXIS[check_plane(plane)]
+            array = np.take(array, array.shape[axis] // 2, axis=axis)
+        return array
+
     if hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=seed)
-    centre = image.shape[0] // 2
-    pairs = [(image[centre], label[0])]
+    pairs = [(shown(image), shown(label))]
     for _ in range(n):
         out = transform({"image": image.copy(), "label": label.copy()})
-        pairs.append((np.asarray(out["image"])[centre], np.asarray(out["label"])[0]))
+        pairs.append((shown(out["image"]), shown(out["label"])))
     titles = ["original"] + [f"augmented {i}" for i in range(1, n + 1)]
     images = [p[0] for p in pairs] * 2
     labels = [None] * len(pairs) + [p[1] for p in pairs]
@@ -783,71 +461,41 @@ def plot_augmentations(
         plane,
         ncols=len(pairs),
         alpha=alpha,
-        window=intensity_window(image[centre]),
+        window=intensity_window(pairs[0][0]),
     )
 
 
-def plot_roi_box(volume: Volume, box: Box, slices: Sequence[int] | None = None) -> Figure:
-    """Tri-planar view of a subject with its brain ROI box drawn in each plane.
+def plot_roi_box(volume: Volume, prepared: Prepared, slices: Sequence[int] | None = None) -> Figure:
+    """Tri-planar view of a subject with its brain box drawn in each plane.
 
     Args:
-        volume: A loaded subject in RAS voxel order (IBSR18 is).
-        box: A :class:`~ibsr_helpers.datasets.Box` in the volume's voxel coordinates,
-            e.g. ``roi_box(volume.image, roi)``; parts outside the volume are zero padding.
+        volume: The raw subject.
+        prepared: ``prepare(volume, spec)``; its :attr:`~ibsr_helpers.preprocessing.Prepared.box`
+            is drawn (parts outside the scan are zero padding).
         slices: ``(x, y, z)`` slice indices (default: the box centre, clipped to the volume).
 
     Returns:
         The :func:`plot_triplanar` figure with a dashed box in each panel.
+
+    Raises:
+        IBSRError: If the scan was resampled (its box lies on another grid).
     """
-    start, size = np.asarray(box.start), np.asarray(box.size)
-    shape = np.asarray(volume.image.shape)
+    if any("resampled" in step for step in prepared.applied):
+        raise IBSRError(f"{prepared.id} was resampled: its box lies on another grid than the scan")
+    img, _, sp, _ = unpack_volume(volume, None, None)
+    start, size = np.asarray(prepared.box.start), np.asarray(prepared.box.size)
+    shape = np.asarray(img.shape)
     if slices is None:
         slices = tuple(int(i) for i in np.clip(start + size // 2, 0, shape - 1))
     fig = plot_triplanar(volume, slices=slices)
-    sp = volume.spacing
     for ax, plane in zip(fig.axes, PLANES, strict=True):
-        h, v = _PLANE_DISPLAY[plane]
+        h, v = PLANE_DISPLAY[plane]
         x0, y0 = start[h] * sp[h], start[v] * sp[v]
         w, hgt = size[h] * sp[h], size[v] * sp[v]
         ax.add_patch(Rectangle((x0, y0), w, hgt, fill=False, ec="#00E5FF", lw=1.5, ls="--"))
         ax.set_xlim(min(0.0, x0), max(shape[h] * sp[h], x0 + w))
         ax.set_ylim(min(0.0, y0), max(shape[v] * sp[v], y0 + hgt))
     return fig
-
-
-def patch_centres(
-    dataset: PatchDataset, volume_index: int = 0, seed: int | None = None
-) -> np.ndarray:
-    """Draw one round of patches from a patch dataset and return their centres.
-
-    The centres are read from the crop MONAI records in each patch's
-    ``applied_operations`` (so MONAI's meta-data tracking must be on, its default).
-
-    Args:
-        dataset: A :class:`~ibsr_helpers.datasets.PatchDataset`.
-        volume_index: Which of its volumes to sample.
-        seed: Re-seed the sampler first (None: go on from its current state).
-
-    Returns:
-        ``(P, 3)`` int array of voxel centres in the cropped volume
-        (``P = patches_per_volume``), ``start + size // 2`` of each patch.
-
-    Raises:
-        IBSRError: If a patch carries no crop record.
-    """
-    if seed is not None:
-        dataset.crop.set_random_state(seed=seed)
-    centres = []
-    for patch in dataset.crop(dataset.items[volume_index]):
-        ops = getattr(patch["image"], "applied_operations", None) or [{}]
-        info = ops[-1]
-        while isinstance(info, Mapping) and "cropped" not in info:
-            info = info.get("extra_info")
-        if not isinstance(info, Mapping):
-            raise IBSRError("patch has no crop record (is MONAI's track_meta off?)")
-        before = np.asarray(info["cropped"])[::2]
-        centres.append(before + np.asarray(dataset.patch_size) // 2)
-    return np.asarray(centres, dtype=int)
 
 
 def plot_patch_centres(
@@ -861,9 +509,10 @@ def plot_patch_centres(
 
     Each sampler (a :class:`~ibsr_helpers.datasets.PatchDataset`, whose
     ``patches_per_volume`` sets how many centres are drawn) samples its first volume
-    once. Centres within ``slab`` slices of the shown slice are drawn as dots coloured by
-    the tissue under them (white: background); the title gives the share of *all*
-    centres per class. The first drawn patch is outlined for scale.
+    once; the centres are the ones the MONAI sampler itself chose. Centres within
+    ``slab`` slices of the shown slice are drawn as dots coloured by the tissue under
+    them (white: background); the title gives the share of *all* centres per class. The
+    first drawn patch is outlined for scale.
 
     Args:
         samplers: Name (e.g. ``"uniform"``) to PatchDataset, all on the same volume.
@@ -878,14 +527,14 @@ def plot_patch_centres(
     """
     if not samplers:
         raise IBSRError("no sampler to plot")
-    axis = PLANE_AXIS[_check_plane(plane)]
-    h_axis, v_axis = _PLANE_DISPLAY[plane]
+    axis = PLANE_AXIS[check_plane(plane)]
+    h_axis, v_axis = PLANE_DISPLAY[plane]
     fig = Figure(figsize=(3.2 * len(samplers), 3.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(samplers)))
     colours = {0: "white", **LABEL_COLORS}
     for ax, (name, ds) in zip(axes, samplers.items(), strict=True):
         vol = ds.volumes[0]
-        centres = patch_centres(ds, 0, seed)
+        centres = ds.centres(0, seed)
         i = vol.image.shape[axis] // 2 if index is None else int(index)
         half = ds.patch_size[axis] // 4 if slab is None else int(slab)
         tissue = vol.label[tuple(centres.T)]
@@ -930,32 +579,6 @@ def plot_patch_centres(
 # --------------------------------------------------------------------------- 3D inference
 
 
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Where sliding windows start along one axis, as MONAI's sliding-window inference.
-
-    The step is ``int(patch * (1 - overlap))`` voxels (at least 1); the last window is
-    moved back so it ends at the border. A volume smaller than the patch gets one window
-    (MONAI pads it).
-
-    Args:
-        size: Volume size along the axis.
-        patch: Window (patch) size along the axis.
-        overlap: Fraction of a window shared with the next, in ``[0, 1)``.
-
-    Returns:
-        The start voxel of every window, ascending.
-
-    Example:
-        >>> window_starts(192, 64, 0.5)
-        [0, 32, 64, 96, 128]
-    """
-    if not 0 <= overlap < 1:
-        raise IBSRError(f"overlap must be in [0, 1), got {overlap}")
-    span = max(int(size) - int(patch), 0)
-    step = max(int(patch * (1 - overlap)), 1)
-    return sorted({min(i * step, span) for i in range(-(-span // step) + 1)})
-
-
 def plot_sliding_window(
     image: np.ndarray,
     patch_size: Sequence[int],
@@ -985,11 +608,14 @@ def plot_sliding_window(
     """
     from monai.data.utils import compute_importance_map
 
-    image = _check_image(image)
-    axis = PLANE_AXIS[_check_plane(plane)]
-    h_axis, v_axis = _PLANE_DISPLAY[plane]
+    from ibsr_helpers.inference import window_slices
+
+    image = check_image(image)
+    axis = PLANE_AXIS[check_plane(plane)]
+    h_axis, v_axis = PLANE_DISPLAY[plane]
     patch = tuple(int(p) for p in patch_size)
-    starts = [window_starts(n, p, overlap) for n, p in zip(image.shape, patch, strict=True)]
+    windows = window_slices(image.shape, patch, overlap)
+    starts = [sorted({w[k].start for w in windows}) for k in range(3)]
     i = image.shape[axis] // 2 if index is None else int(index)
     weight = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125).numpy()
     coverage = np.zeros(image.shape, np.float32)
@@ -1037,7 +663,7 @@ def plot_sliding_window(
     )
     ax_cov.set(title="sum of weights (divides the blend)", xticks=[], yticks=[])
     fig.colorbar(shown, ax=ax_cov, shrink=0.8)
-    n_windows = int(np.prod([len(s) for s in starts]))
+    n_windows = len(windows)
     fig.suptitle(
         f"{n_windows} windows of {'x'.join(map(str, patch))} voxels cover "
         f"{'x'.join(map(str, image.shape))} at overlap {overlap:g}"
@@ -1048,41 +674,50 @@ def plot_sliding_window(
 def plot_dice_comparison(
     table: pd.DataFrame, title: str | None = None, ax: Axes | None = None
 ) -> Figure:
-    """Grouped bars of Dice per tissue, one group per predictor.
+    """Grouped bars of Dice per tissue, one group per predictor (seaborn).
 
     Args:
         table: One row per predictor (index: its name), columns ``CSF, GM, WM`` and
-            optionally ``mean``, e.g. :func:`ibsr_helpers.metrics.dice_table`.
+            optionally ``mean``, e.g. :func:`ibsr_helpers.evaluation.dice_table`.
         title: Axes title.
         ax: Axes to draw in (default: a new figure).
 
     Returns:
         The figure; each bar is labelled with its value.
     """
+    import seaborn as sns
+
     cols = [c for c in (*TISSUES, "mean") if c in table.columns]
     if not cols or table.empty:
         raise IBSRError("the table needs rows and CSF / GM / WM / mean columns")
+    long = (
+        table[cols]
+        .rename_axis("predictor")
+        .reset_index()
+        .melt(id_vars="predictor", var_name="tissue", value_name="Dice")
+    )
+    long["predictor"] = long["predictor"].astype(str)
     if ax is None:
         fig = Figure(figsize=(max(5.0, 1.6 * len(table) + 2), 3.6), layout="constrained")
         ax = fig.subplots()
-    colours = {t: LABEL_COLORS[v] for v, t in enumerate(TISSUES, start=1)} | {"mean": "0.3"}
-    width = 0.8 / len(cols)
-    x = np.arange(len(table))
-    for k, col in enumerate(cols):
-        bars = ax.bar(
-            x + (k - (len(cols) - 1) / 2) * width,
-            table[col],
-            width,
-            color=colours[col],
-            edgecolor="k",
-            lw=0.5,
-            label=col,
-        )
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-    ax.set_xticks(x, [str(i) for i in table.index])
+    palette = {t: LABEL_COLORS[v] for v, t in enumerate(TISSUES, start=1)} | {"mean": "0.3"}
+    sns.barplot(
+        data=long,
+        x="predictor",
+        y="Dice",
+        hue="tissue",
+        hue_order=cols,
+        palette=palette,
+        edgecolor="k",
+        linewidth=0.5,
+        saturation=1.0,
+        ax=ax,
+    )
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.2f", fontsize=7, padding=1)
     low = float(np.nanmin(table[cols].to_numpy()))
     ax.set_ylim(max(0.0, low - 0.1), 1.0)
-    ax.set_ylabel("Dice")
+    ax.set_xlabel("")
     ax.legend(loc="lower right", fontsize=8, ncol=len(cols))
     ax.grid(axis="y", alpha=0.3)
     if title:

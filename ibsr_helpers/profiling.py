@@ -1,6 +1,7 @@
 """Time and memory of training steps and inference: what a model costs before you train it.
 
-Used by notebook 04 (the per-model cost table) and ``benchmarks/bench_models.py``.
+Used by notebook 04 (the per-model cost table) and ``benchmarks/bench_models.py``; the
+step timed is the engine's own (:class:`ibsr_helpers.training.TrainStep`).
 
 Peak memory is the device's on CUDA (``torch.cuda.max_memory_allocated``) and the
 process's peak resident set size (RSS) on the CPU. On Linux the RSS peak is reset
@@ -23,9 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ibsr_helpers.training import TrainStep
 
 __all__ = ["PeakMemory", "hardware_summary", "rss_mb", "time_train_steps"]
 
@@ -112,51 +116,39 @@ def _sync(device: torch.device) -> None:
 
 
 def time_train_steps(
-    model: torch.nn.Module,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    step: TrainStep,
     batches: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     steps: int = 5,
     warmup: int = 1,
-    amp: bool | None = None,
-    lr: float = 1e-3,
 ) -> dict[str, float]:
-    """Time full training steps (forward, loss, backward, AdamW update) of a model.
+    """Time the engine's own training step (forward, loss, backward, AdamW update).
 
     Args:
-        model: The network, already on its device (its weights are updated).
-        loss_fn: ``loss(logits, label)``.
+        step: From :func:`ibsr_helpers.training.build_train_step` (its model's weights are
+            updated; its precision is the run's).
         batches: Called once per step for ``(image, label)`` already on the device: a
             loader's next batch (includes the loading time) or the same tensors again
             (the model's time alone).
         steps: Timed steps.
         warmup: Untimed steps first (allocator, cuDNN autotuning, lazy init).
-        amp: bf16 autocast; default on CUDA only, as the engine does.
-        lr: AdamW learning rate.
 
     Returns:
         ``{"step_s": mean seconds per step, "peak_mb": peak memory, "batch": items per step}``.
     """
-    device = next(model.parameters()).device
-    amp = device.type == "cuda" if amp is None else amp
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
+    device = next(step.net.parameters()).device
+    step.net.train()
 
-    def step() -> int:
+    def one() -> int:
         image, label = batches()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(image)
-        loss = loss_fn(logits.float(), label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(image, label)
         return int(image.shape[0])
 
     for _ in range(warmup):
-        step()
+        one()
     with PeakMemory(device) as peak:
         _sync(device)
         start = time.perf_counter()
-        n = sum(step() for _ in range(steps))
+        n = sum(one() for _ in range(steps))
         _sync(device)
         seconds = (time.perf_counter() - start) / max(steps, 1)
     return {"step_s": seconds, "peak_mb": peak.mb, "batch": n / max(steps, 1)}

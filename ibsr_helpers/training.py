@@ -1,32 +1,41 @@
 """The training engine shared by 2D slice, 3D full-volume and 3D patch training.
 
-:func:`train` reads a config (see :mod:`ibsr_helpers.config`), loads and caches the
-normalised volumes once, and runs AdamW with a linear warm-up then cosine annealing.
-On CUDA it uses bf16 autocast and channels-last (2D). Every ``train.val_every`` epochs
-it predicts the **whole validation volumes** and scores per-tissue Dice. It writes, in
-the run folder:
+A run is a sequence of named steps, in the shape of MONAI's engines and their events
+(``monai.engines.SupervisedTrainer``), without ignite:
 
-* ``config.json`` (the full config, as used), ``history.json`` (the curves);
-* ``last.pt`` every epoch (model, optimiser, scheduler, epoch) and ``best.pt`` on the
-  best validation mean Dice; both load with ``torch.load(weights_only=True)``;
-* ``curves.png`` and ``val_overlay.png`` at the end.
+1. :meth:`Trainer.check_folder`: refuse a run folder that holds another run, return a
+   finished one as it is (``resume=True``);
+2. :meth:`Trainer.prepare_data`: read every subject once and take it through the one
+   preprocessing (:func:`ibsr_helpers.preprocessing.prepare`); ``data.spacing: auto``
+   becomes the training scans' median spacing, recorded in the run's config;
+3. :meth:`Trainer.build`: model, loss, AdamW with linear warm-up then cosine decay, and the
+   precision the device runs best (:func:`ibsr_helpers.environment.choose_precision`);
+4. :meth:`Trainer.restore`: continue from ``last.pt`` (``resume=True``);
+5. per epoch :meth:`Trainer.train_epoch`, whose every step is :class:`TrainStep` (the one
+   copy of the training step, also timed by :mod:`ibsr_helpers.profiling`), then
+   :meth:`Trainer.validate_and_checkpoint`: whole validation volumes, scored per tissue
+   every ``train.val_every`` epochs, ``best.pt`` on the best mean Dice, ``last.pt`` always;
+6. :meth:`Trainer.finish`: ``curves.png``, ``val_overlay.png``, artifacts to MLflow.
+
+:func:`train` runs them all. The run folder holds ``config.json`` (the config as used),
+``history.json``, ``last.pt`` (model, optimiser, scheduler, scaler, epoch, MLflow run id)
+and ``best.pt``; both checkpoints load with ``torch.load(weights_only=True)``.
 
 A run interrupted at any point (a Colab disconnect) restarts with ``resume=True``: it
 reloads ``last.pt`` and continues the same run, curve and MLflow run. Each epoch draws
 its samples from ``seed + epoch``, so a resumed run sees what an uninterrupted one would.
-
-Under ``torchrun --nproc_per_node N`` the same function trains with
-DistributedDataParallel; ranks draw different samples, only rank 0 validates, logs
-and writes checkpoints.
+Under ``torchrun --nproc_per_node N`` the same code trains with DistributedDataParallel;
+ranks draw different samples, only rank 0 validates, logs and writes files.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,24 +46,31 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ibsr_helpers.data import TISSUES, describe_source, discover, load_subjects
-from ibsr_helpers.datasets import EpochSampler, build_train_dataset, crop_volumes
-from ibsr_helpers.environment import get_device, seed_everything
+from ibsr_helpers.augmentation import train_transforms
+from ibsr_helpers.data import Volume, describe_source, load_split
+from ibsr_helpers.datasets import EpochSampler, build_train_dataset
+from ibsr_helpers.environment import Precision, choose_precision, get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.inference import (
-    Run,
-    build_run_model,
-    channels_last_inputs,
-    divisor_for,
-    predict_volume,
-)
+from ibsr_helpers.inference import Run, predict_volume
+from ibsr_helpers.layout import TISSUES
 from ibsr_helpers.losses import build_loss
 from ibsr_helpers.metrics import evaluate_segmentation, mean_dice
-from ibsr_helpers.models import spatial_dims
-from ibsr_helpers.tracking import Tracker
-from ibsr_helpers.transforms import train_transforms
+from ibsr_helpers.models import build_model_from_config, channels_last_inputs, spatial_dims
+from ibsr_helpers.preprocessing import Prepared, prepare_for
+from ibsr_helpers.tracking import Tracker, flatten_config
 
-__all__ = ["Pipeline", "TrainResult", "build_pipeline", "train", "lr_lambda", "validate"]
+__all__ = [
+    "Pipeline",
+    "TrainResult",
+    "TrainStep",
+    "Trainer",
+    "build_pipeline",
+    "build_train_step",
+    "config_difference",
+    "lr_lambda",
+    "train",
+    "validate",
+]
 
 
 @dataclass
@@ -64,10 +80,11 @@ class TrainResult:
     Attributes:
         run_dir: The run folder.
         history: Per-epoch curves (``epoch``, ``train_loss``, ``lr``, ``val_dice_<tissue>``,
-            ``val_mean_dice``; validation entries are NaN-free, listed at ``val_epoch``).
+            ``val_mean_dice``; validation entries are listed at ``val_epoch``).
         best_dice: Best validation mean Dice.
         best_epoch: Epoch (0-based) of the best checkpoint.
         seconds: Wall time of this call.
+        trained: False when the folder already held this run, finished (nothing trained).
     """
 
     run_dir: Path
@@ -75,6 +92,7 @@ class TrainResult:
     best_dice: float = -1.0
     best_epoch: int = -1
     seconds: float = 0.0
+    trained: bool = True
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -90,55 +108,91 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable
     return factor
 
 
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+# --------------------------------------------------------------------------- the step
 
 
-def _init_distributed(device: torch.device) -> bool:
-    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    return True
+@dataclass
+class TrainStep:
+    """One optimisation step: forward (in the run's precision), loss, backward, update.
+
+    Attributes:
+        net: The network called on the batch (the model, or its DDP wrapper).
+        loss_fn: ``loss(logits, label)``.
+        optimizer: AdamW over the model's parameters.
+        scheduler: The learning-rate schedule, stepped after every update.
+        precision: fp32, bf16 or fp16 (the latter with a gradient scaler).
+    """
+
+    net: torch.nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scaler = self.precision.scaler()
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> float:
+        """Train on one batch; returns its loss."""
+        with self.precision.autocast():
+            logits = self.net(image)
+        loss = self.loss_fn(logits.float(), label)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser, scheduler and scaler state, for ``last.pt``."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
 
-def validate(
-    run: Run, volumes: list, tta: bool = False, keep_first: bool = False
-) -> dict[str, Any]:
-    """Per-tissue Dice on whole (already normalised) validation volumes.
+def build_train_step(
+    config: dict[str, Any],
+    model: torch.nn.Module,
+    device: torch.device | str,
+    net: torch.nn.Module | None = None,
+) -> TrainStep:
+    """The config's loss, optimiser, schedule and precision around ``model``.
 
     Args:
-        run: The model to score.
-        volumes: Labelled, normalised volumes.
-        tta: Flip test-time augmentation.
-        keep_first: Also return the first volume's segmentation under ``"first_seg"``
-            (the training run draws its overlay from it instead of predicting again).
-
-    Returns:
-        ``{"val_dice_CSF": …, "val_dice_GM": …, "val_dice_WM": …, "val_mean_dice": …}``
-        averaged over the volumes.
+        config: A training config (``loss``, ``optim``, ``train`` sections).
+        model: The network whose parameters are optimised.
+        device: Where it runs (decides the precision when ``train.precision`` is auto).
+        net: What the batch is fed to, if not ``model`` (a DDP wrapper).
     """
-    was_training = run.model.training
-    run.model.eval()
-    per = {t: [] for t in TISSUES}
-    means = []
-    first = None
-    for v in volumes:
-        seg, _ = predict_volume(run, v, tta=tta, raw=False)
-        first = seg if first is None else first
-        m = evaluate_segmentation(seg, v.label, v.spacing, hd=False)
-        for t in TISSUES:
-            per[t].append(m[t]["dice"])
-        means.append(mean_dice(m))
-    run.model.train(was_training)
-    out: dict[str, Any] = {f"val_dice_{t}": float(np.mean(per[t])) for t in TISSUES}
-    out["val_mean_dice"] = float(np.mean(means))
-    if keep_first:
-        out["first_seg"] = first
-    return out
+    ocfg, tcfg = config["optim"], config["train"]
+    steps = int(tcfg["steps_per_epoch"])
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(ocfg["lr"]), weight_decay=float(ocfg["weight_decay"])
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_lambda(
+            int(tcfg["epochs"]) * steps,
+            int(float(ocfg["warmup_epochs"]) * steps),
+            float(ocfg["min_lr"]) / float(ocfg["lr"]),
+        ),
+    )
+    precision = choose_precision(device, tcfg.get("precision", "auto"))
+    return TrainStep(net or model, build_loss(**config["loss"]), optimizer, scheduler, precision)
+
+
+# --------------------------------------------------------------------------- the input
 
 
 @dataclass
@@ -194,18 +248,18 @@ class Pipeline:
 
 def build_pipeline(
     config: dict[str, Any],
-    cropped: list,
+    volumes: Sequence[Prepared],
     device: torch.device,
     seed: int = 0,
     rank: int = 0,
     world: int = 1,
     samples: int | None = None,
 ) -> Pipeline:
-    """The training input for ``config`` over cropped, normalised training volumes.
+    """The training input for ``config`` over prepared training volumes.
 
     Args:
         config: From :func:`ibsr_helpers.config.load_config`.
-        cropped: :func:`~ibsr_helpers.datasets.crop_volumes` of the training volumes.
+        volumes: The training volumes, through :func:`~ibsr_helpers.preprocessing.prepare`.
         device: Where batches go; on CUDA with ``data.gpu_augment`` the augmentation runs
             there, on the batch, instead of in the loader.
         seed: Base seed of the sampler and the random crops.
@@ -216,7 +270,7 @@ def build_pipeline(
     dcfg, tcfg = config["data"], config["train"]
     gpu_aug = bool(dcfg.get("gpu_augment")) and device.type == "cuda"
     augment = train_transforms(config, spatial_dims(config["model"]["name"]))
-    dataset = build_train_dataset(config, cropped, None if gpu_aug else augment)
+    dataset = build_train_dataset(config, volumes, None if gpu_aug else augment)
     batch_size = int(tcfg["batch_size"])
     samples = samples or int(tcfg["steps_per_epoch"]) * batch_size
     sampler = EpochSampler(len(dataset), samples, seed, rank, world)
@@ -242,10 +296,380 @@ def build_pipeline(
     )
 
 
+# --------------------------------------------------------------------------- validation
+
+
+def validate(
+    run: Run, volumes: Sequence[Volume], tta: bool = False, keep_first: bool = False
+) -> dict[str, Any]:
+    """Per-tissue Dice on whole validation volumes, scored on their own grids.
+
+    Args:
+        run: The model to score.
+        volumes: Labelled raw volumes (their preprocessing for the run is cached on them).
+        tta: Flip test-time augmentation.
+        keep_first: Also return the first volume's segmentation under ``"first_seg"``
+            (the training run draws its overlay from it instead of predicting again).
+
+    Returns:
+        ``{"val_dice_CSF": …, "val_dice_GM": …, "val_dice_WM": …, "val_mean_dice": …}``
+        averaged over the volumes.
+    """
+    was_training = run.model.training
+    run.model.eval()
+    per: dict[str, list[float]] = {t: [] for t in TISSUES}
+    means, first = [], None
+    for v in volumes:
+        seg, _ = predict_volume(run, v, tta=tta)
+        first = seg if first is None else first
+        m = evaluate_segmentation(seg, v.label, v.spacing, hd=False)
+        for t in TISSUES:
+            per[t].append(m[t]["dice"])
+        means.append(mean_dice(m))
+    run.model.train(was_training)
+    out: dict[str, Any] = {f"val_dice_{t}": float(np.mean(per[t])) for t in TISSUES}
+    out["val_mean_dice"] = float(np.mean(means))
+    if keep_first:
+        out["first_seg"] = first
+    return out
+
+
+def config_difference(asked: dict[str, Any], stored: dict[str, Any]) -> str | None:
+    """The first setting in which a stored run's config differs from the one asked for.
+
+    A setting asked for as ``auto`` matches whatever the run resolved it to.
+
+    Returns:
+        ``"key: stored value -> asked value"``, or None when they agree.
+    """
+    a, s = flatten_config(asked), flatten_config(stored)
+    for key in [*a, *(k for k in s if k not in a)]:
+        if a.get(key) == "auto" and key in s:
+            continue
+        if a.get(key) != s.get(key):
+            return f"{key}: {s.get(key, '(not set)')} -> {a.get(key, '(not set)')}"
+    return None
+
+
+def _check_volume_boxes(config: dict[str, Any], volumes: Sequence[Prepared]) -> None:
+    """Whole-volume training batches boxes together, and UNETR takes one size only.
+
+    Raises:
+        IBSRError: Naming the brains whose box outgrew ``data.roi``, with the size needed.
+    """
+    d, t = config["data"], config["train"]
+    if d["mode"] != "volume":
+        return
+    sizes = {v.id: tuple(v.image.shape) for v in volumes}
+    fixed = config["model"]["name"] == "unetr"
+    wanted = tuple(int(s) for s in config["model"].get("img_size") or d["roi"])
+    odd = [i for i, s in sizes.items() if s != (wanted if fixed else max(sizes.values()))]
+    if odd and (fixed or int(t["batch_size"]) > 1):
+        need = tuple(int(max(s[k] for s in sizes.values())) for k in range(3))
+        raise IBSRError(
+            f"the brains of {', '.join(odd[:4])} need a box of {need} voxels, larger than "
+            f"data.roi {list(d['roi'])}: "
+            + (
+                "UNETR takes exactly img_size; raise data.roi and model.img_size"
+                if fixed
+                else "whole volumes of different sizes cannot share a batch; raise data.roi"
+            )
+        )
+
+
 def _save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Trainer:
+    """One training run, step by step (see the module docstring for the steps).
+
+    Args:
+        config: From :func:`ibsr_helpers.config.load_config` (copied; ``data.spacing:
+            auto`` is resolved in the copy).
+        data_dir: IBSR18 or demo data folder (needs ``train`` and ``val`` subjects).
+        out_dir: The run folder (created).
+        resume: Continue from ``out_dir/last.pt``; a finished run returns at once.
+        progress: Show tqdm bars.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        data_dir: str | Path,
+        out_dir: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.config = copy.deepcopy(config)
+        self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
+        self.resume, self.progress = resume, progress
+        device = get_device(config.get("device"))
+        if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        self.device = device
+        self.started_dist = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.started_dist = True
+        self.rank, self.world = _dist_info()
+        self.main = self.rank == 0
+        self.seed = seed_everything(int(self.config["seed"]))
+        self.history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "val_epoch": []}
+        self.best, self.best_epoch, self.start_epoch = -1.0, -1, 0
+        self.best_seg: np.ndarray | None = None
+        self.run_id: str | None = None
+        self.train_set: list[Prepared] = []
+        self.val_set: list[Volume] = []
+
+    # 1 ---------------------------------------------------------------------------------
+    def check_folder(self) -> TrainResult | None:
+        """Refuse a folder holding another run; return a finished one (``resume``).
+
+        Raises:
+            IBSRError: If the folder holds a run and ``resume`` is false, or holds a run
+                made with another config (naming the first differing setting).
+        """
+        last, stored = self.out_dir / "last.pt", self.out_dir / "config.json"
+        if not last.exists():
+            return None
+        if not self.resume:
+            raise IBSRError(
+                "run folder already holds a run; pass --resume to continue it "
+                "or choose another --out",
+                self.out_dir,
+            )
+        if stored.exists():
+            diff = config_difference(self.config, json.loads(stored.read_text()))
+            if diff is not None:
+                raise IBSRError(
+                    f"run folder holds a run made with another config ({diff}); "
+                    "choose another --out (run folder) or delete this one",
+                    self.out_dir,
+                )
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if int(state["epoch"]) + 1 < int(self.config["train"]["epochs"]):
+            return None
+        if not (self.out_dir / "curves.png").exists():
+            return None  # trained, but interrupted before finish(): finish it
+        history = json.loads((self.out_dir / "history.json").read_text())
+        return TrainResult(
+            self.out_dir,
+            history,
+            float(state["best_dice"]),
+            int(state["best_epoch"]),
+            trained=False,
+        )
+
+    # 2 ---------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Read every subject once and prepare it; build the training input."""
+        dcfg, tcfg = self.config["data"], self.config["train"]
+        name = self.config["model"]["name"]
+        if (spatial_dims(name) == 2) != (dcfg["mode"] == "slices"):
+            raise IBSRError(
+                f"model {name!r} is {spatial_dims(name)}D but data.mode is {dcfg['mode']!r}"
+            )
+        n_val = int(tcfg["max_val_subjects"] or 0) or None
+        self.train_set = prepare_for(
+            self.config, load_split(self.data_dir, "train", None, self.progress)
+        )
+        if self.main:
+            self.val_set = load_split(self.data_dir, "val", n_val, self.progress)
+            prepare_for(self.config, self.val_set)  # cached on the volumes
+        _check_volume_boxes(self.config, self.train_set)
+        self.pipeline = build_pipeline(
+            self.config, self.train_set, self.device, self.seed, self.rank, self.world
+        )
+
+    # 3 ---------------------------------------------------------------------------------
+    def build(self) -> None:
+        """Model (DDP-wrapped when distributed), loss, optimiser, schedule, precision."""
+        self.model = build_model_from_config(self.config, self.device)
+        net = self.model
+        if self.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.step = build_train_step(self.config, self.model, self.device, net)
+        self.net = net
+
+    # 4 ---------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Continue from ``last.pt`` when resuming (weights, optimiser, history, MLflow id)."""
+        last = self.out_dir / "last.pt"
+        if not (self.resume and last.exists()):
+            return
+        state = torch.load(last, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.step.load_state_dict(state)
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best, self.best_epoch = float(state["best_dice"]), int(state["best_epoch"])
+        self.run_id = state.get("mlflow_run_id") or None
+        if (self.out_dir / "history.json").exists():
+            self.history = json.loads((self.out_dir / "history.json").read_text())
+
+    # 5 ---------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train for one epoch; returns ``{"train_loss", "lr"}``."""
+        self.net.train()
+        self.pipeline.set_epoch(epoch)
+        epochs = int(self.config["train"]["epochs"])
+        losses: list[float] = []
+        bar = tqdm(
+            self.pipeline.loader,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            unit="step",
+            disable=not (self.progress and self.main),
+            leave=False,
+        )
+        for batch in bar:
+            losses.append(self.step(*self.pipeline.to_device(batch)))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        return {
+            "train_loss": float(np.mean(losses)),
+            "lr": float(self.step.scheduler.get_last_lr()[0]),
+        }
+
+    def validate_and_checkpoint(self, epoch: int, record: dict[str, float]) -> dict[str, float]:
+        """Validate when due, keep the best weights, write ``last.pt`` and the history."""
+        tcfg = self.config["train"]
+        self.history["epoch"].append(epoch)
+        self.history["train_loss"].append(record["train_loss"])
+        self.history["lr"].append(record["lr"])
+        if (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch == int(tcfg["epochs"]) - 1:
+            scores = validate(
+                Run(self.model, self.config, self.out_dir), self.val_set, keep_first=True
+            )
+            first_seg = scores.pop("first_seg")
+            record = {**record, **scores}
+            self.history["val_epoch"].append(epoch)
+            for key, value in scores.items():
+                self.history.setdefault(key, []).append(value)
+            if scores["val_mean_dice"] > self.best:
+                self.best, self.best_epoch, self.best_seg = (
+                    scores["val_mean_dice"],
+                    epoch,
+                    first_seg,
+                )
+                _save(
+                    {"model": self.model.state_dict(), "epoch": epoch, "dice": self.best},
+                    self.out_dir / "best.pt",
+                )
+        _save(
+            {
+                "model": self.model.state_dict(),
+                **self.step.state_dict(),
+                "epoch": epoch,
+                "best_dice": self.best,
+                "best_epoch": self.best_epoch,
+                "mlflow_run_id": self.run_id or "",
+            },
+            self.out_dir / "last.pt",
+        )
+        (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        return record
+
+    # 6 ---------------------------------------------------------------------------------
+    def finish(self, tracker: Tracker) -> None:
+        """Write the learning curve and a validation overlay; log them and the weights.
+
+        ``best_seg`` is the best model's segmentation of the first validation volume when
+        this call saw that validation; after a resume it may be None, and the best weights
+        predict it.
+        """
+        import matplotlib.pyplot as plt
+
+        from ibsr_helpers.plots import plot_learning_curves, plot_prediction_overlay
+
+        fig = plot_learning_curves(self.history)
+        fig.savefig(self.out_dir / "curves.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        best = self.out_dir / "best.pt"
+        if self.best_seg is None and best.exists():
+            state = torch.load(best, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.best_seg, _ = predict_volume(Run(self.model.eval(), self.config), self.val_set[0])
+        if self.best_seg is not None:
+            fig = plot_prediction_overlay(self.val_set[0], self.best_seg)
+            fig.savefig(self.out_dir / "val_overlay.png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+        for name in ("best.pt", "curves.png", "val_overlay.png", "config.json", "history.json"):
+            if (self.out_dir / name).exists():
+                tracker.log_artifact(self.out_dir / name)
+
+    def run(self) -> TrainResult:
+        """All the steps, with MLflow tracking around them."""
+        start_time = time.time()
+        try:
+            finished = self.check_folder()
+            if finished is not None:
+                finished.seconds = time.time() - start_time
+                return finished
+            if self.main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.prepare_data()
+            if self.main:
+                (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+            self.build()
+            self.restore()
+            tracker = Tracker(
+                self.out_dir,
+                experiment=str(self.config.get("experiment", "ibsr18")),
+                enabled=self.main and str(self.config.get("tracking", "mlflow")) != "none",
+            )
+            self.run_id = tracker.start(
+                run_name=str(self.config.get("name", self.out_dir.name)),
+                run_id=self.run_id,
+                tags={
+                    "data": describe_source(self.data_dir),
+                    "device": str(self.device),
+                    "precision": self.step.precision.name,
+                    "seed": str(self.seed),
+                    "world_size": str(self.world),
+                },
+            )
+            if self.start_epoch == 0:
+                tracker.log_params(self.config)
+            status = "FAILED"
+            try:
+                for epoch in range(self.start_epoch, int(self.config["train"]["epochs"])):
+                    record = self.train_epoch(epoch)
+                    if not self.main:
+                        continue
+                    record = self.validate_and_checkpoint(epoch, record)
+                    tracker.log_metrics(record, step=epoch)
+                    if self.progress:
+                        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "lr")
+                        tqdm.write(f"epoch {epoch + 1}/{self.config['train']['epochs']}: {shown}")
+                if self.main:
+                    self.finish(tracker)
+                status = "FINISHED"
+            except KeyboardInterrupt:
+                status = "KILLED"
+                raise
+            finally:
+                tracker.end(status)
+                if self.world > 1:
+                    dist.barrier()
+        finally:
+            if self.started_dist:
+                dist.destroy_process_group()
+        return TrainResult(
+            self.out_dir, self.history, self.best, self.best_epoch, time.time() - start_time
+        )
 
 
 def train(
@@ -255,14 +679,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train one model as the config says.
+    """Train one model as the config says (all the :class:`Trainer` steps).
 
     Args:
         config: From :func:`ibsr_helpers.config.load_config`.
         data_dir: IBSR18 or demo data folder (needs ``train`` and ``val`` subjects).
         out_dir: The run folder (created).
         resume: Continue from ``out_dir/last.pt`` if it exists; a run that already
-            finished returns its result at once, without reading the data.
+            finished with this config returns its result at once, without reading data.
         progress: Show tqdm bars.
 
     Returns:
@@ -270,230 +694,7 @@ def train(
 
     Raises:
         IBSRError: If the data has no training or validation subjects, or the run folder
-            already holds a finished or different run and ``resume`` is false.
+            already holds a run and ``resume`` is false, or holds a run made with another
+            config (the message names the first differing setting).
     """
-    start_time = time.time()
-    out_dir = Path(out_dir)
-    device = get_device(config.get("device"))
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    started_dist = _init_distributed(device)
-    rank, world = _dist_info()
-    main = rank == 0
-    seed = int(config["seed"])
-    seed_everything(seed)
-    tcfg, dcfg = config["train"], config["data"]
-
-    if main:
-        if (out_dir / "last.pt").exists() and not resume:
-            raise IBSRError(
-                "run folder already holds a run; pass --resume to continue it "
-                "or choose another --out",
-                out_dir,
-            )
-        out_dir.mkdir(parents=True, exist_ok=True)
-    finished = _finished_result(out_dir, config) if resume else None
-    if finished is not None:
-        finished.seconds = time.time() - start_time
-        if started_dist:
-            dist.destroy_process_group()
-        return finished
-    if main:
-        (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-
-    # Data: read and normalise once, crop to the brain box.
-    subjects = discover(data_dir)
-    train_subjects = [s for s in subjects if s.split == "train"]
-    val_subjects = [s for s in subjects if s.split == "val"]
-    if tcfg.get("max_val_subjects"):
-        val_subjects = val_subjects[: int(tcfg["max_val_subjects"])]
-    if not train_subjects or not val_subjects:
-        raise IBSRError("training needs labelled train and val subjects", data_dir)
-    norm = dcfg["normalize"]
-    train_vols = load_subjects(train_subjects, norm, progress)
-    val_vols = load_subjects(val_subjects, norm, progress) if main else []
-    name = config["model"]["name"]
-    dims = spatial_dims(name)
-    if (dims == 2) != (dcfg["mode"] == "slices"):
-        raise IBSRError(f"model {name!r} is {dims}D but data.mode is {dcfg['mode']!r}")
-    divisor = divisor_for(config)
-    cropped = crop_volumes(train_vols, dcfg["roi"], divisor)
-
-    pipe = build_pipeline(config, cropped, device, seed=seed, rank=rank, world=world)
-    steps = int(tcfg["steps_per_epoch"])
-    model = build_run_model(config, device)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    loss_fn = build_loss(**config["loss"])
-    ocfg = config["optim"]
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(ocfg["lr"]), weight_decay=float(ocfg["weight_decay"])
-    )
-    epochs = int(tcfg["epochs"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(
-            epochs * steps,
-            int(float(ocfg["warmup_epochs"]) * steps),
-            float(ocfg["min_lr"]) / float(ocfg["lr"]),
-        ),
-    )
-    amp = device.type == "cuda" and bool(tcfg.get("amp", True))
-
-    history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "lr": [], "val_epoch": []}
-    best, best_epoch, start_epoch = -1.0, -1, 0
-    best_seg = None  # the first validation volume, predicted by the best model
-    if resume and (out_dir / "last.pt").exists():
-        state = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"]) + 1
-        best, best_epoch = float(state["best_dice"]), int(state["best_epoch"])
-        if (out_dir / "history.json").exists():
-            history = json.loads((out_dir / "history.json").read_text())
-
-    tracker = Tracker(
-        out_dir,
-        experiment=str(config.get("experiment", "ibsr18")),
-        backend=str(config.get("tracking", "mlflow")) if main else "none",
-        run_name=str(config.get("name", out_dir.name)),
-    )
-    tracker.start(resume=resume)
-    if main and start_epoch == 0:
-        tracker.log_params(config)
-        tracker.set_tags(
-            {
-                "data": describe_source(data_dir),
-                "device": str(device),
-                "seed": str(seed),
-                "world_size": str(world),
-            }
-        )
-    val_run = Run(model, config, out_dir)
-    result = TrainResult(out_dir, history, best, best_epoch)
-    status = "FAILED"
-    try:
-        for epoch in range(start_epoch, epochs):
-            net.train()
-            pipe.set_epoch(epoch)
-            losses = []
-            bar = tqdm(
-                pipe.loader,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                unit="step",
-                disable=not (progress and main),
-                leave=False,
-            )
-            for batch in bar:
-                image, label = pipe.to_device(batch)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = net(image)
-                loss = loss_fn(logits.float(), label)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            if not main:
-                continue
-            record = {"train_loss": float(np.mean(losses)), "lr": float(scheduler.get_last_lr()[0])}
-            history["epoch"].append(epoch)
-            history["train_loss"].append(record["train_loss"])
-            history["lr"].append(record["lr"])
-            last_epoch = epoch == epochs - 1
-            if (epoch + 1) % int(tcfg["val_every"]) == 0 or last_epoch:
-                scores = validate(val_run, val_vols, keep_first=True)
-                first_seg = scores.pop("first_seg")
-                record.update(scores)
-                history["val_epoch"].append(epoch)
-                for key, value in scores.items():
-                    history.setdefault(key, []).append(value)
-                if scores["val_mean_dice"] > best:
-                    best, best_epoch = scores["val_mean_dice"], epoch
-                    best_seg = first_seg
-                    _save(
-                        {"model": model.state_dict(), "epoch": epoch, "dice": best},
-                        out_dir / "best.pt",
-                    )
-            _save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "best_dice": best,
-                    "best_epoch": best_epoch,
-                },
-                out_dir / "last.pt",
-            )
-            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-            tracker.log_metrics(record, step=epoch)
-            if progress:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "lr")
-                tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown}")
-        if main:
-            _finish(val_run, val_vols, best_seg, history, out_dir, tracker)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(status)
-        if world > 1:
-            dist.barrier()
-        if started_dist:
-            dist.destroy_process_group()
-    result.history, result.best_dice, result.best_epoch = history, best, best_epoch
-    result.seconds = time.time() - start_time
-    return result
-
-
-def _finished_result(out_dir: Path, config: dict[str, Any]) -> TrainResult | None:
-    """The result of a run in ``out_dir`` that already trained all its epochs, else None."""
-    if not (out_dir / "last.pt").exists() or not (out_dir / "curves.png").exists():
-        return None
-    state = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=True)
-    if int(state["epoch"]) + 1 < int(config["train"]["epochs"]):
-        return None
-    history = json.loads((out_dir / "history.json").read_text())
-    return TrainResult(out_dir, history, float(state["best_dice"]), int(state["best_epoch"]))
-
-
-def _finish(
-    run: Run,
-    val_vols: list,
-    best_seg: np.ndarray | None,
-    history: dict,
-    out_dir: Path,
-    tracker: Tracker,
-) -> None:
-    """Write the learning curve and a validation overlay, log them and the best weights.
-
-    ``best_seg`` is the best model's segmentation of ``val_vols[0]`` when this call
-    saw that validation; after a resume it may be None, and the best weights predict it.
-    """
-    import matplotlib.pyplot as plt
-
-    from ibsr_helpers.plots import plot_learning_curves, plot_prediction_overlay
-
-    fig = plot_learning_curves(history)
-    fig.savefig(out_dir / "curves.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    best = out_dir / "best.pt"
-    if best_seg is None and best.exists():
-        state = torch.load(best, map_location=run.device, weights_only=True)
-        run.model.load_state_dict(state["model"])
-        best_seg, _ = predict_volume(run, val_vols[0], raw=False)
-    if best_seg is not None:
-        fig = plot_prediction_overlay(val_vols[0], best_seg)
-        fig.savefig(out_dir / "val_overlay.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-    for name in ("best.pt", "curves.png", "val_overlay.png", "config.json", "history.json"):
-        if (out_dir / name).exists():
-            tracker.log_artifact(out_dir / name)
+    return Trainer(config, data_dir, out_dir, resume, progress).run()

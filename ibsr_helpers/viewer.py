@@ -2,7 +2,7 @@
 
 It works wherever ipywidgets does (Jupyter, VS Code, Colab), headless included: each
 view is drawn on a matplotlib Agg canvas (no pyplot state) and sent to an
-``ipywidgets.Image`` as PNG. Planes follow :mod:`ibsr_helpers.plots` (RAS voxel order,
+``ipywidgets.Image`` as PNG. Planes follow :mod:`ibsr_helpers.display` (RAS voxel order,
 head upright, neurological left/right, true millimetre aspect).
 
 Example:
@@ -26,12 +26,9 @@ from matplotlib.figure import Figure
 from PIL import Image as PILImage
 
 from ibsr_helpers.data import Volume
-from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.plots import (
+from ibsr_helpers.display import (
     PLANES,
-    as_ras,
     check_same_shape,
-    check_spacing,
     draw_slice,
     intensity_window,
     legend_handles,
@@ -41,6 +38,8 @@ from ibsr_helpers.plots import (
     slice_plane,
     unpack_volume,
 )
+from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.io import check_spacing
 
 __all__ = ["SliceViewer", "view"]
 
@@ -283,6 +282,6 @@ def view(
     """
     img, lab, sp, vol_title = unpack_volume(image, label, spacing)
     if isinstance(image, Volume) and kwargs.get("compare") is not None:
-        kwargs["compare"] = as_ras(np.asarray(kwargs["compare"]), image.affine)
+        kwargs["compare"] = unpack_volume(image, kwargs["compare"], spacing)[1]
     kwargs.setdefault("title", vol_title)
     return SliceViewer(img, lab, sp, **kwargs)

@@ -13,14 +13,13 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_every_config_loads_and_builds(path, profile):
-    from ibsr_helpers.inference import model_in_channels, model_kwargs
-    from ibsr_helpers.models import build_model, spatial_dims
+    from ibsr_helpers.models import build_model_from_config, spatial_dims
 
     cfg = load_config(path, profile)
     assert cfg["profile"] == profile
     dims = spatial_dims(cfg["model"]["name"])
     assert (dims == 2) == (cfg["data"]["mode"] == "slices")
-    build_model(cfg["model"]["name"], model_in_channels(cfg), 4, **model_kwargs(cfg))
+    build_model_from_config(cfg)
 
 
 def test_profile_and_overrides(tmp_path):

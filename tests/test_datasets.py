@@ -6,45 +6,20 @@ import torch
 
 from ibsr_helpers.data import discover, load_subjects
 from ibsr_helpers.datasets import (
-    Box,
     EpochSampler,
     PatchDataset,
     SliceDataset,
-    crop_volumes,
-    roi_box,
     slice_stack,
     weight_map,
 )
+from ibsr_helpers.preprocessing import Preprocessing, prepare
 
 
 @pytest.fixture(scope="module")
 def cropped(any_root):
-    vols = load_subjects(discover(any_root, splits=["train"])[:2], "zscore", progress=False)
-    return vols, crop_volumes(vols, (192, 128, 192), divisor=32)
-
-
-def test_roi_box_holds_the_brain_and_round_trips(cropped):
-    vols, crops = cropped
-    for v, c in zip(vols, crops, strict=True):
-        assert all(s % 32 == 0 for s in c.box.size)
-        # everything of the brain is inside the box: pasting back restores the volume
-        np.testing.assert_array_equal(c.box.paste(c.image, v.image.shape), v.image)
-        np.testing.assert_array_equal(c.box.paste(c.label, v.image.shape), v.label)
-
-
-def test_box_grows_when_brain_is_larger_than_roi():
-    img = np.zeros((50, 40, 30), np.float32)
-    img[2:48, 5:30, 10:20] = 1
-    box = roi_box(img, (16, 16, 16), divisor=8)
-    assert box.size == (48, 32, 16)
-    np.testing.assert_array_equal(box.paste(box.crop(img), img.shape), img)
-
-
-def test_box_outside_volume_pads_with_zeros():
-    box = Box((-2, 0, 0), (4, 2, 2))
-    arr = np.ones((3, 2, 2))
-    out = box.crop(arr)
-    assert out.shape == (4, 2, 2) and out[:2].sum() == 0 and out[2:].sum() == 8
+    vols = load_subjects(discover(any_root, splits=["train"])[:2], progress=False)
+    spec = Preprocessing(roi=(192, 128, 192), divisor=32)
+    return vols, [prepare(v, spec) for v in vols]
 
 
 def test_slice_stack_context():
@@ -64,6 +39,8 @@ def test_slice_dataset_drops_empty_and_shapes(cropped):
     assert len(ds) < len(full) == sum(c.image.shape[1] for c in crops)
     item = ds[0]
     assert item["image"].shape == (5, 192, 192) and item["label"].shape == (1, 192, 192)
+    # kept: exactly the slices holding brain (the prepared brain mask, not image != 0)
+    assert len(ds) == sum(int(c.brain.any(axis=(0, 2)).sum()) for c in crops)
     assert item["image"][2].abs().sum() > 0
 
 
@@ -80,7 +57,7 @@ def test_epoch_sampler_deterministic_and_disjoint_across_ranks():
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "foreground", "class_balanced", "weighted"])
-def test_patch_samplers(cropped, sampler):
+def test_patch_samplers_give_patches_and_reseed(cropped, sampler):
     _, crops = cropped
     ds = PatchDataset(crops, (32, 32, 32), sampler=sampler, patches_per_volume=3)
     ds.set_seed(0)
@@ -91,23 +68,59 @@ def test_patch_samplers(cropped, sampler):
     torch.testing.assert_close(item["image"], again["image"])  # re-seeding reproduces
 
 
-def test_class_balanced_sees_more_csf_than_uniform(cropped):
-    _, crops = cropped
+N_CENTRES, PATCH = 900, 32
 
-    def csf_centre_rate(sampler: str) -> float:
-        ds = PatchDataset(
-            crops[:1],
-            (16, 16, 16),
-            sampler=sampler,
-            patches_per_volume=40,
-            class_ratios=(0, 1, 1, 1),
-        )
-        ds.set_seed(1)
-        lab = ds[0]["label"][:, 0, 8, 8, 8]
-        return float((lab == 1).float().mean())
 
-    # CSF is a few % of the ROI; centred on one class in three, it is ~1/3 of patch centres.
-    assert csf_centre_rate("class_balanced") > 0.2 > csf_centre_rate("uniform")
+def _centre_classes(crops, sampler: str, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """Classes under many centres of one sampler, and the label they were drawn from."""
+    ds = PatchDataset(crops[:1], (PATCH,) * 3, sampler=sampler, patches_per_volume=N_CENTRES, **kw)
+    centres = ds.centres(seed=7)
+    label = crops[0].label
+    return label[tuple(centres.T)], label
+
+
+def _share(classes: np.ndarray) -> np.ndarray:
+    return np.bincount(classes, minlength=4) / len(classes)
+
+
+# Each sampler's test checks what tells it from the other three; 900 centres give a
+# binomial sd of at most 0.017, so +-0.06 is three and a half sd.
+
+
+def test_uniform_sampler_draws_classes_as_often_as_they_fill_the_box(cropped):
+    classes, label = _centre_classes(cropped[1], "uniform")
+    h = PATCH // 2
+    valid = label[
+        h : -h + 1 or None, h : -h + 1 or None, h : -h + 1 or None
+    ]  # centres keeping patches inside
+    expected = np.bincount(valid.ravel(), minlength=4) / valid.size
+    np.testing.assert_allclose(_share(classes), expected, atol=0.06)
+    assert _share(classes)[0] > 0.2  # background is drawn, unlike class-balanced / weighted
+
+
+def test_foreground_sampler_draws_brain_and_background_half_and_half(cropped):
+    classes, _ = _centre_classes(cropped[1], "foreground", pos_ratio=1.0)
+    assert abs(_share(classes)[0] - 0.5) < 0.06
+    share = _share(classes)[1:] / _share(classes)[1:].sum()  # within brain: as common
+    assert share[0] < 0.15  # CSF stays rare, unlike class-balanced
+
+
+def test_class_balanced_sampler_draws_each_tissue_equally(cropped):
+    classes, _ = _centre_classes(cropped[1], "class_balanced", class_ratios=(0, 1, 1, 1))
+    np.testing.assert_allclose(_share(classes), [0, 1 / 3, 1 / 3, 1 / 3], atol=0.06)
+
+
+def test_weighted_sampler_draws_tissue_boundaries(cropped):
+    classes, label = _centre_classes(cropped[1], "weighted")
+    ds = PatchDataset(cropped[1][:1], (PATCH,) * 3, "weighted", patches_per_volume=N_CENTRES)
+    centres = ds.centres(seed=7)
+    w = weight_map(label, "boundary")
+    on_edge = float((w[tuple(centres.T)] == 10).mean())
+    h = PATCH // 2
+    inner = w[h : -h + 1, h : -h + 1, h : -h + 1]
+    expected = float(inner[inner == 10].sum() / inner.sum())
+    assert _share(classes)[0] == 0  # background weighs 0
+    assert abs(on_edge - expected) < 0.06 and on_edge > 0.5, (on_edge, expected)
 
 
 def test_weight_maps():

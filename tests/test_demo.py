@@ -103,7 +103,8 @@ def test_marker(demo_root):
     assert "seed=0" in text
     assert "MNI152" in text
     assert "IBSR18 must be" in text and "data/README.md" in text
-    assert data.describe_source(demo_root).startswith(data.DEMO_DESCRIPTION)
+    said = data.describe_source(demo_root)
+    assert said.startswith("!!! DEMO DATA") and data.DEMO_DESCRIPTION in said  # loud
 
 
 def test_discover_finds_the_splits(demo_root):

@@ -4,7 +4,7 @@
 :func:`ibsr_helpers.training.train` unchanged, after wrapping three of the engine's
 names to observe it: the sampler (which indices each rank draws), ``Pipeline.to_device``
 (a checksum of every batch each rank trains on), ``_save`` (who writes checkpoints) and
-``build_run_model`` (to keep the trained model).
+``build_model_from_config`` (to keep the trained model).
 At the end each rank saves the weights it ended with. The test then checks that the
 ranks trained on different samples, ended with identical weights (DDP averages the
 gradients, so every rank takes the same step) and that only rank 0 wrote files.
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
 
     built = []
     to_device, save = training.Pipeline.to_device, training._save
-    build_run_model = training.build_run_model
+    build_model = training.build_model_from_config
 
     def recording_to_device(pipe, batch):
         image, label = to_device(pipe, batch)
@@ -56,13 +56,13 @@ SCRIPT = textwrap.dedent("""
         log["saves"].append(str(path))
         save(obj, path)
 
-    def recording_build_run_model(*args, **kwargs):
-        built.append(build_run_model(*args, **kwargs))
+    def recording_build_model(*args, **kwargs):
+        built.append(build_model(*args, **kwargs))
         return built[-1]
 
     training.EpochSampler = RecordingSampler
     training.Pipeline.to_device, training._save = recording_to_device, recording_save
-    training.build_run_model = recording_build_run_model
+    training.build_model_from_config = recording_build_model
 
     config = json.loads((log_dir / "config.json").read_text())
     training.train(config, data_dir, out_dir, progress=False)

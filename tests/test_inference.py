@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from ibsr_helpers.config import load_config
-from ibsr_helpers.inference import Run, predict_probabilities, predict_volume, sliding_window
+from ibsr_helpers.data import Subject, Volume
+from ibsr_helpers.inference import (
+    Run,
+    predict_probabilities,
+    predict_volume,
+    sliding_window,
+    window_slices,
+)
 
 
 class Identity(torch.nn.Module):
@@ -24,52 +34,87 @@ def test_sliding_window_identity_returns_input_exactly(shape, overlap):
     torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
 
 
-class OneHotOfSign(torch.nn.Module):
-    """Logits that put class 3 where the image is positive, class 0 elsewhere."""
+class BrainIsWM(torch.nn.Module):
+    """Logits: WM (3) on every brain voxel (non-zero once prepared), background elsewhere."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x[:, :1]
-        z = torch.zeros_like(c)
-        return torch.cat([-10 * c, z - 10, z - 10, 10 * c], 1)
+        brain = (x[:, :1] != 0).float()
+        low = torch.full_like(brain, -10.0)
+        return torch.cat([10 - 20 * brain, low, low, 20 * brain - 10], 1)
 
 
-def _run(mode: str, **data) -> Run:
+def _run(mode: str, model: torch.nn.Module | None = None, **data) -> Run:
     cfg = load_config(
         {
             "model": {"name": "unet2d" if mode == "slices" else "unet3d"},
-            "data": {"mode": mode, "roi": [32, 32, 32], "patch_size": [16, 16, 16], **data},
+            "data": {
+                "mode": mode,
+                "roi": [32, 32, 32],
+                "patch_size": [16, 16, 16],
+                "spacing": [1, 1, 1],
+                **data,
+            },
+            "train": {"precision": "fp32"},
         },
         None,
     )
-    return Run(OneHotOfSign().eval(), cfg)
+    return Run((model or BrainIsWM()).eval(), cfg)
+
+
+def _volume(img: np.ndarray) -> Volume:
+    subject = Subject("X_1", "test", Path("X_1.nii.gz"), None, (1, 1, 1), img.shape)
+    return Volume(subject, img, None, nib.Nifti1Image(img, np.eye(4)))
 
 
 @pytest.mark.parametrize("mode", ["slices", "volume", "patches"])
 @pytest.mark.parametrize("tta", [False, True])
 def test_predict_probabilities_every_mode(mode, tta):
     img = np.zeros((40, 36, 44), np.float32)
-    img[10:30, 8:28, 12:34] = np.random.default_rng(0).normal(size=(20, 20, 22))
-    probs = predict_probabilities(_run(mode), img, tta=tta).numpy()
+    img[10:30, 8:28, 12:34] = np.random.default_rng(0).uniform(1, 5, size=(20, 20, 22))
+    probs = predict_probabilities(_run(mode), _volume(img), tta=tta).numpy()
     assert probs.shape == (4, 40, 36, 44)
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
-    seg = probs.argmax(0)
-    np.testing.assert_array_equal(seg, np.where(img > 0, 3, 0))
+    np.testing.assert_array_equal(probs.argmax(0), np.where(img > 0, 3, 0))
 
 
 def test_ensemble_averages_probabilities():
     img = np.zeros((40, 36, 44), np.float32)
-    img[10:30, 8:28, 12:34] = 1.0
+    img[10:30, 8:28, 12:34] = np.random.default_rng(1).uniform(1, 5, size=(20, 20, 22))
 
-    class Flipped(OneHotOfSign):
+    class Halfway(BrainIsWM):
         def forward(self, x):
-            return super().forward(-x)
+            return super().forward(x) / 8  # softer: the average is not a one-hot
 
-    from ibsr_helpers.data import Subject, Volume
-
-    vol = Volume(Subject("X_1", "test", None, None, (1, 1, 1), img.shape), img, None, None)
-    a, b = _run("volume"), _run("volume")
-    b.model = Flipped()
-    _, pa = predict_volume(a, vol, raw=False)
-    _, pb = predict_volume(b, vol, raw=False)
-    _, pab = predict_volume([a, b], vol, raw=False)
+    vol = _volume(img)
+    a, b = _run("volume"), _run("volume", Halfway())
+    _, pa = predict_volume(a, vol)
+    _, pb = predict_volume(b, vol)
+    _, pab = predict_volume([a, b], vol)
     torch.testing.assert_close(pab, (pa + pb) / 2)
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap"),
+    [
+        ((192, 128, 192), (64, 64, 64), 0.5),
+        ((50, 37, 29), (24, 16, 32), 0.25),
+        ((20, 20, 20), (24, 16, 32), 0.5),
+    ],
+)
+def test_window_slices_are_monais_own(shape, patch, overlap):
+    """The windows listed are those MONAI's dense_patch_slices gives for its own scan
+    interval, and they cover the (padded) volume."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
+    interval = _get_scan_interval(padded, patch, 3, (overlap,) * 3)
+    expected = [tuple(s) for s in dense_patch_slices(padded, patch, interval)]
+    got = window_slices(shape, patch, overlap)
+    assert sorted((w[0].start, w[1].start, w[2].start) for w in got) == sorted(
+        (w[0].start, w[1].start, w[2].start) for w in expected
+    )
+    covered = np.zeros(padded, bool)
+    for w in got:
+        covered[w] = True
+    assert covered.all()

@@ -128,16 +128,40 @@ def test_bad_settings_raise_ibsr_error(name: str, kwargs: dict, match: str) -> N
         models.build_model(name, **kwargs)
 
 
-def test_torchvision_imports_after_the_models_module() -> None:
+def test_importing_models_has_no_side_effects_and_smp_works_at_first_use() -> None:
     code = (
-        "import ibsr_helpers.models as m; import torchvision, timm; "
-        "m._ensure_torchvision(); m._ensure_torchvision(); "
-        "smp = m.import_smp(); print(torchvision.__version__, smp.__version__)"
+        "import sys, ibsr_helpers.models as m; "
+        "assert 'torchvision' not in sys.modules; "
+        "assert 'segmentation_models_pytorch' not in sys.modules; "
+        "smp = m.import_smp(); m.import_smp(); import torchvision, timm; "
+        "print(torchvision.__version__, smp.__version__)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_build_model_from_config_reads_channels_settings_and_layout() -> None:
+    from ibsr_helpers.config import load_config
+
+    cfg = load_config(
+        {
+            "model": {"name": "unet3d", "channels": [4, 8, 16], "num_res_units": 0},
+            "data": {"mode": "patches"},
+        },
+        None,
+    )
+    model = models.build_model_from_config(cfg)
+    assert models.config_divisor(cfg) == 4 and models.model_in_channels(cfg) == 1
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.out_channels == 4
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)  # CPU layout
+    cfg2 = load_config({"model": {"name": "unet2d"}, "data": {"context": 2}}, None)
+    first = next(
+        m for m in models.build_model_from_config(cfg2).modules() if isinstance(m, torch.nn.Conv2d)
+    )
+    assert first.in_channels == 5 and models.config_divisor(cfg2) == 32
 
 
 def test_offline_pretrained_weights_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import tomllib
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -48,9 +49,11 @@ def test_console_script_help():
 
 def test_no_nifti_tracked_in_git():
     r = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
-    if r.returncode != 0:  # not a git checkout (e.g. an sdist)
-        return
+    if r.returncode != 0 and not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist): nothing is tracked")
+    assert r.returncode == 0, r.stderr
     tracked = r.stdout.splitlines()
+    assert tracked, "git ls-files listed nothing"
     assert not [f for f in tracked if f.endswith((".nii", ".nii.gz", ".mgz", ".hdr", ".img"))]
 
 

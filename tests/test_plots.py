@@ -12,8 +12,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ibsr_helpers import plots
-from ibsr_helpers.data import Subject, Volume
+from ibsr_helpers import display, plots
+from ibsr_helpers.data import Subject, Volume, tissue_volumes
 from ibsr_helpers.errors import IBSRError
 
 SHAPE = (20, 10, 16)
@@ -69,55 +69,57 @@ def marker_volume() -> np.ndarray:
     ],
 )
 def test_slices_are_upright_and_neurological(plane, index, expected_col):
-    two_d = plots.slice_plane(marker_volume(), plane, index)
+    two_d = display.slice_plane(marker_volume(), plane, index)
     rows, cols = np.nonzero(two_d)
     assert (rows.tolist(), cols.tolist()) == ([1], [expected_col])  # row 1: near the top
-    left, right, bottom, top = plots.plane_letters(plane)
+    left, right, bottom, top = display.plane_letters(plane)
     assert top in "SA" and right in "AR" and bottom in "IP" and left in "LP"
 
 
 def test_slice_shapes_and_extent_in_mm():
     vol = np.zeros(SHAPE)
     spacing = (0.9375, 1.5, 0.9375)
-    assert plots.slice_plane(vol, "sagittal", 0).shape == (SHAPE[2], SHAPE[1])
-    assert plots.slice_plane(vol, "coronal", 0).shape == (SHAPE[2], SHAPE[0])
-    assert plots.slice_plane(vol, "axial", 0).shape == (SHAPE[1], SHAPE[0])
-    assert plots.plane_extent(SHAPE, spacing, "sagittal") == (0, 15.0, 0, 15.0)
-    assert plots.plane_extent(SHAPE, spacing, "axial") == (0, 18.75, 0, 15.0)
-    assert [plots.n_slices(SHAPE, p) for p in plots.PLANES] == list(SHAPE)
+    assert display.slice_plane(vol, "sagittal", 0).shape == (SHAPE[2], SHAPE[1])
+    assert display.slice_plane(vol, "coronal", 0).shape == (SHAPE[2], SHAPE[0])
+    assert display.slice_plane(vol, "axial", 0).shape == (SHAPE[1], SHAPE[0])
+    assert display.plane_extent(SHAPE, spacing, "sagittal") == (0, 15.0, 0, 15.0)
+    assert display.plane_extent(SHAPE, spacing, "axial") == (0, 18.75, 0, 15.0)
+    assert [display.n_slices(SHAPE, p) for p in display.PLANES] == list(SHAPE)
 
 
 def test_slice_errors():
     with pytest.raises(IBSRError, match="out of range"):
-        plots.slice_plane(np.zeros(SHAPE), "coronal", SHAPE[1])
+        display.slice_plane(np.zeros(SHAPE), "coronal", SHAPE[1])
     with pytest.raises(IBSRError, match="unknown plane"):
-        plots.slice_plane(np.zeros(SHAPE), "transverse", 0)
+        display.slice_plane(np.zeros(SHAPE), "transverse", 0)
 
 
-def test_as_ras_undoes_a_flip():
-    vol = marker_volume()
-    las = np.diag([-1.0, 1.0, 1.0, 1.0])
-    np.testing.assert_array_equal(plots.as_ras(vol[::-1], las), vol)
-    assert plots.as_ras(vol, np.eye(4)) is vol
+def test_a_volume_stored_las_is_shown_ras():
+    vol = marker_volume().astype(np.float32)
+    las = make_volume("IBSR_01", "train", np.ascontiguousarray(vol[::-1]), None)
+    las.nifti = nib.Nifti1Image(las.image, np.diag([-1.0, 1.5, 1.0, 1.0]))
+    image, _, spacing, title = display.unpack_volume(las, None, None)
+    np.testing.assert_array_equal(image, vol)
+    assert spacing == (1.0, 1.5, 1.0) and title == "IBSR_01"
 
 
 # ----------------------------------------------------------------- colours
 
 
 def test_label_colours_and_overlay():
-    assert sorted(plots.LABEL_COLORS) == [1, 2, 3]
-    assert len({plots.LABEL_COLORS[v] for v in (1, 2, 3)}) == 3
-    lut = plots.label_lut()
+    assert sorted(display.LABEL_COLORS) == [1, 2, 3]
+    assert len({display.LABEL_COLORS[v] for v in (1, 2, 3)}) == 3
+    lut = display.label_lut()
     assert lut[0, 3] == 0 and lut[4, 3] == 0 and (lut[1:4, 3] == 1).all()
-    assert [h.get_label() for h in plots.legend_handles()] == ["CSF", "GM", "WM"]
+    assert [h.get_label() for h in display.legend_handles()] == ["CSF", "GM", "WM"]
     image = np.array([[0.0, 50.0], [100.0, 100.0]])
     label = np.array([[0, 1], [2, 3]])
-    grey = plots.overlay(image, None, 0.5, (0.0, 100.0))
+    grey = display.overlay(image, None, 0.5, (0.0, 100.0))
     np.testing.assert_allclose(grey[..., 0], [[0, 0.5], [1, 1]])
-    np.testing.assert_array_equal(plots.overlay(image, label, 0.0, (0.0, 100.0)), grey)
-    full = plots.overlay(image, label, 1.0, (0.0, 100.0))
-    np.testing.assert_allclose(full[0, 1], to_rgb(plots.LABEL_COLORS[1]), atol=1e-6)
-    np.testing.assert_allclose(full[1, 1], to_rgb(plots.LABEL_COLORS[3]), atol=1e-6)
+    np.testing.assert_array_equal(display.overlay(image, label, 0.0, (0.0, 100.0)), grey)
+    full = display.overlay(image, label, 1.0, (0.0, 100.0))
+    np.testing.assert_allclose(full[0, 1], to_rgb(display.LABEL_COLORS[1]), atol=1e-6)
+    np.testing.assert_allclose(full[1, 1], to_rgb(display.LABEL_COLORS[3]), atol=1e-6)
     np.testing.assert_array_equal(full[0, 0], grey[0, 0])  # background untouched
 
 
@@ -186,23 +188,8 @@ def test_intensity_histograms_into_given_axes_and_errors(volumes):
         plots.plot_intensity_histograms(volumes, normalize="robust")
 
 
-def test_tissue_volumes_in_ml():
-    label = np.zeros((10, 10, 10), dtype=np.uint8)
-    label.flat[:125] = 1  # 125 voxels of 2x2x2 mm = 1000 mm3 = 1 ml
-    label.flat[125:375] = 2  # 2 ml
-    label.flat[375:1000] = 3  # 5 ml
-    vol = make_volume("IBSR_05", "train", np.ones(label.shape, np.float32), label, (2, 2, 2))
-    unlabelled = make_volume("IBSR_02", "test", np.ones(label.shape, np.float32), None)
-    df = plots.tissue_volumes([vol, unlabelled])
-    assert list(df.columns) == ["subject", "split", "tissue", "voxels", "volume_ml", "percent"]
-    assert df["subject"].unique().tolist() == ["IBSR_05"]
-    assert df["tissue"].tolist() == ["CSF", "GM", "WM"]
-    np.testing.assert_allclose(df["volume_ml"], [1.0, 2.0, 5.0])
-    np.testing.assert_allclose(df["percent"], [12.5, 25.0, 62.5])
-
-
 def test_plot_tissue_volumes(volumes):
-    df = plots.tissue_volumes(volumes)
+    df = tissue_volumes(volumes)
     fig = plots.plot_tissue_volumes(df)
     ax = fig.axes[0]
     ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
@@ -214,17 +201,6 @@ def test_plot_tissue_volumes(volumes):
         plots.plot_tissue_volumes(pd.DataFrame())
 
 
-def test_real_brain_volume_is_plausible(any_root):
-    # Adult brains hold roughly 1000-1700 ml of CSF+GM+WM; a mm3/ml slip is off by 1000x.
-    from ibsr_helpers import data
-
-    subject = next(s for s in data.discover(any_root) if s.label is not None)
-    df = plots.tissue_volumes([data.load_subject(subject)])
-    assert 800 < df["volume_ml"].sum() < 2000
-    percent = df.set_index("tissue")["percent"]
-    assert percent["CSF"] < percent["GM"]
-
-
 # ----------------------------------------------------------------- model-input figures
 
 
@@ -232,11 +208,11 @@ def test_upright_matches_slice_plane(volumes):
     from ibsr_helpers.datasets import slice_stack
 
     image = volumes[0].image
-    for plane in plots.PLANES:
+    for plane in display.PLANES:
         stack = slice_stack(image, plane)
         i = stack.shape[0] // 2
         np.testing.assert_array_equal(
-            plots.upright(stack[i, 0]), plots.slice_plane(image, plane, i)
+            display.upright(stack[i, 0]), display.slice_plane(image, plane, i)
         )
 
 
@@ -267,8 +243,8 @@ def test_plot_slices_in_pixels(volumes):
 
 
 def test_plot_augmentations_is_reproducible(volumes):
+    from ibsr_helpers.augmentation import train_transforms
     from ibsr_helpers.config import load_config
-    from ibsr_helpers.transforms import train_transforms
 
     config = load_config({"data": {"plane": "coronal"}}, profile=None)
     transform = train_transforms(config, 2)
@@ -285,7 +261,7 @@ def test_plot_augmentations_is_reproducible(volumes):
     first = [ax.images[0].get_array() for ax in fig.axes]
     np.testing.assert_allclose(
         first[0],
-        plots.overlay(plots.upright(image[0]), None, 0.0, plots.intensity_window(image[0])),
+        display.overlay(display.upright(image[0]), None, 0.0, display.intensity_window(image[0])),
     )
     again = plots.plot_augmentations(image, label, transform, n=3, seed=5)
     for a, b in zip(first, [ax.images[0].get_array() for ax in again.axes], strict=True):
@@ -295,11 +271,12 @@ def test_plot_augmentations_is_reproducible(volumes):
 
 
 def test_plot_roi_box_draws_the_box_in_mm(volumes):
-    from ibsr_helpers.datasets import Box
+    from ibsr_helpers.preprocessing import Preprocessing, prepare
 
-    vol = volumes[0]  # spacing (1, 1.5, 1), shape (20, 10, 16)
-    box = Box((2, -1, 1), (16, 12, 14))
-    fig = plots.plot_roi_box(vol, box)
+    vol = volumes[0]  # spacing (1, 1.5, 1), shape (20, 10, 16); brain [3:17, 2:8, 2:14]
+    prepared = prepare(vol, Preprocessing(roi=(16, 12, 14)))
+    assert prepared.box.start == (2, -1, 1) and prepared.box.size == (16, 12, 14)
+    fig = plots.plot_roi_box(vol, prepared)
     assert [ax.get_title() for ax in fig.axes] == ["sagittal 10", "coronal 5", "axial 8"]
     rects = [[p for p in ax.patches if isinstance(p, Rectangle)][0] for ax in fig.axes]
     # sagittal: Y (1.5 mm) across, Z up; the box starts 1 voxel before the volume
@@ -310,7 +287,7 @@ def test_plot_roi_box_draws_the_box_in_mm(volumes):
 
 
 def small_cropped_volume():
-    from ibsr_helpers.datasets import Box, CroppedVolume
+    from ibsr_helpers.preprocessing import Preprocessing, prepare
 
     rng = np.random.default_rng(0)
     shape = (24, 20, 24)
@@ -319,7 +296,10 @@ def small_cropped_volume():
     label[8:16, 6:14, 8:16] = 2
     label[11:13, 9:11, 11:13] = 1  # a tiny CSF core, 8 voxels
     image = (label * 10 + rng.random(shape)).astype(np.float32) * (label > 0)
-    return CroppedVolume("IBSR_01", image, label, Box((0, 0, 0), shape), shape)
+    image[0, 0, 0] = image[-1, -1, -1] = 1.0  # the brain box is the whole volume
+    prepared = prepare(make_volume("IBSR_01", "train", image, label), Preprocessing(roi=shape))
+    assert prepared.image.shape == shape
+    return prepared
 
 
 def test_patch_centres_are_the_patch_centres():
@@ -327,9 +307,9 @@ def test_patch_centres_are_the_patch_centres():
 
     vol = small_cropped_volume()
     ds = PatchDataset([vol], (8, 6, 8), "class_balanced", 30, class_ratios=(0, 1, 1, 1))
-    centres = plots.patch_centres(ds, seed=3)
+    centres = ds.centres(seed=3)
     assert centres.shape == (30, 3)
-    np.testing.assert_array_equal(centres, plots.patch_centres(ds, seed=3))
+    np.testing.assert_array_equal(centres, ds.centres(seed=3))
     assert (vol.label[tuple(centres.T)] > 0).all()  # never a background centre
     ds.crop.set_random_state(seed=3)
     patch = ds.crop(ds.items[0])[0]["image"][0]
@@ -362,41 +342,12 @@ def test_plot_patch_centres():
 # --------------------------------------------------------------------------- 3D inference
 
 
-@pytest.mark.parametrize(
-    ("shape", "patch", "overlap"),
-    [
-        ((192, 128, 192), (64, 64, 64), 0.5),
-        ((50, 37, 29), (24, 16, 32), 0.25),
-        ((192, 128, 192), (96, 96, 96), 0.0),
-        ((20, 20, 20), (24, 16, 32), 0.5),
-    ],
-)
-def test_window_starts_match_monai(shape, patch, overlap):
-    """The windows MONAI's sliding_window_inference visits (its own start positions)."""
-    from monai.data.utils import dense_patch_slices
-
-    padded = [max(n, p) for n, p in zip(shape, patch, strict=True)]
-    steps = [
-        max(int(p * (1 - overlap)), 1) if n > p else p for n, p in zip(shape, patch, strict=True)
-    ]
-    slices = dense_patch_slices(padded, patch, steps)
-    expected = [sorted({int(s[k].start) for s in slices}) for k in range(3)]
-    assert [
-        plots.window_starts(n, p, overlap) for n, p in zip(shape, patch, strict=True)
-    ] == expected
-
-
-def test_window_starts_rejects_bad_overlap():
-    with pytest.raises(IBSRError, match="overlap"):
-        plots.window_starts(100, 10, 1.0)
-
-
 def test_plot_sliding_window_counts_windows():
     rng = np.random.default_rng(0)
     image = rng.normal(size=(96, 64, 96)).astype(np.float32)
     fig = plots.plot_sliding_window(image, (32, 32, 32), 0.5, label=(image > 0).astype(np.uint8))
     assert isinstance(fig, Figure) and len(fig.axes) == 4  # three panels and a colour bar
-    assert fig._suptitle.get_text().startswith("75 windows")  # 5 x 3 x 5
+    assert fig.get_suptitle().startswith("75 windows")  # 5 x 3 x 5
     # windows cutting the coronal slice: 5 x 5 outlines, two of them again drawn solid
     assert sum(isinstance(p, Rectangle) for p in fig.axes[0].patches) == 25 + 2
 
@@ -407,6 +358,9 @@ def test_plot_dice_comparison_bars():
     )
     table["mean"] = table.mean(axis=1)
     fig = plots.plot_dice_comparison(table, title="x")
-    assert len(fig.axes[0].patches) == 8
+    ax = fig.axes[0]
+    assert sum(len(c) for c in ax.containers) == 8  # 2 predictors x (3 tissues + mean)
+    heights = sorted(round(b.get_height(), 3) for c in ax.containers for b in c)
+    assert heights == sorted(round(v, 3) for v in table.to_numpy().ravel())
     with pytest.raises(IBSRError):
         plots.plot_dice_comparison(pd.DataFrame())

@@ -21,12 +21,20 @@ def test_peak_memory_sees_a_temporary_allocation():
     assert rss_mb() < peak.mb
 
 
-def test_time_train_steps_trains_and_reports():
+def test_time_train_steps_times_the_engines_step():
+    from ibsr_helpers.environment import Precision
+    from ibsr_helpers.training import TrainStep
+
     torch.manual_seed(0)
     model = torch.nn.Conv3d(1, 4, 3, padding=1)
     x, y = torch.randn(2, 1, 8, 8, 8), torch.randint(0, 4, (2, 8, 8, 8))
     w0 = model.weight.detach().clone()
-    out = time_train_steps(model, torch.nn.functional.cross_entropy, lambda: (x, y), steps=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    step = TrainStep(
+        model, torch.nn.functional.cross_entropy, optimizer, scheduler, Precision("fp32", "cpu")
+    )
+    out = time_train_steps(step, lambda: (x, y), steps=2)
     assert set(out) == {"step_s", "peak_mb", "batch"}
     assert out["step_s"] > 0 and out["batch"] == 2 and out["peak_mb"] > 0
     assert not torch.equal(w0, model.weight)  # AdamW stepped

@@ -12,6 +12,12 @@ from ibsr_helpers import training
 from ibsr_helpers.config import load_config
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import load_run
+from ibsr_helpers.tracking import tracking_uri
+
+
+def _store(run_dir) -> str:
+    return tracking_uri(run_dir.parent)
+
 
 TINY = {
     "name": "tiny",
@@ -62,7 +68,6 @@ def test_run_folder_contents(uninterrupted):
         "best.pt",
         "curves.png",
         "val_overlay.png",
-        "tracking.json",
     ):
         assert (run / name).is_file(), name
     h = json.loads((run / "history.json").read_text())
@@ -70,22 +75,25 @@ def test_run_folder_contents(uninterrupted):
     assert 0 <= h["val_mean_dice"][0] <= 1
     # checkpoints load with weights_only=True, config beside them as JSON
     state = torch.load(run / "last.pt", weights_only=True)
-    assert state["epoch"] == 2
-    assert load_run(run).config["model"]["encoder_depth"] == 3
+    assert state["epoch"] == 2 and state["mlflow_run_id"]
+    config = load_run(run).config
+    assert config["model"]["encoder_depth"] == 3
+    assert config["data"]["spacing"] == [0.9375, 1.5, 0.9375]  # "auto" resolved and recorded
 
 
 def test_mlflow_holds_params_metrics_artifacts(uninterrupted):
     from mlflow.tracking import MlflowClient
 
-    info = json.loads((uninterrupted.run_dir / "tracking.json").read_text())
-    client = MlflowClient(tracking_uri=info["tracking_uri"])
-    run = client.get_run(info["run_id"])
+    run_id = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=_store(uninterrupted.run_dir))
+    run = client.get_run(run_id)
     assert run.data.params["model.name"] == "unet2d"
     assert run.data.params["train.epochs"] == "3"
-    history = client.get_metric_history(info["run_id"], "train_loss")
+    assert run.info.status == "FINISHED" and run.data.tags["precision"] in ("fp32", "bf16")
+    history = client.get_metric_history(run_id, "train_loss")
     assert sorted(m.step for m in history) == [0, 1, 2]
-    assert client.get_metric_history(info["run_id"], "val_mean_dice")
-    names = {a.path for a in client.list_artifacts(info["run_id"])}
+    assert client.get_metric_history(run_id, "val_mean_dice")
+    names = {a.path for a in client.list_artifacts(run_id)}
     assert {"best.pt", "curves.png", "val_overlay.png", "config.json"} <= names
 
 
@@ -99,7 +107,7 @@ def test_resume_after_kill_matches_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         training.train(_config(), demo_root, out, progress=False)
     assert json.loads((out / "history.json").read_text())["epoch"] == [0]
-    run_id = json.loads((out / "tracking.json").read_text())["run_id"]
+    run_id = torch.load(out / "last.pt", weights_only=True)["mlflow_run_id"]
 
     monkeypatch.setattr(training, "build_loss", real_build_loss)
     with pytest.raises(IBSRError, match="--resume"):
@@ -117,14 +125,14 @@ def test_resume_after_kill_matches_uninterrupted_run(
     b = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
-    # the same MLflow run continued, with a continuous curve
-    info = json.loads((out / "tracking.json").read_text())
-    assert info["run_id"] == run_id
+    # the same MLflow run continued, with a continuous curve, and finished
+    assert torch.load(out / "last.pt", weights_only=True)["mlflow_run_id"] == run_id
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    client = MlflowClient(tracking_uri=_store(out))
     steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
     assert steps == [0, 1, 2]
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_resume_of_finished_run_returns_without_reading_data(
@@ -138,14 +146,40 @@ def test_resume_of_finished_run_returns_without_reading_data(
     def no_data(*args, **kwargs):
         raise AssertionError("a finished run read its data again")
 
-    monkeypatch.setattr(training, "discover", no_data)
+    monkeypatch.setattr(training, "load_split", no_data)
     result = training.train(_config(), demo_root, out, resume=True, progress=False)
-    assert result.history == uninterrupted.history
+    assert result.history == uninterrupted.history and not result.trained
     assert result.best_dice == pytest.approx(uninterrupted.best_dice)
     assert result.best_epoch == uninterrupted.best_epoch
-    # a longer schedule is not finished: it goes on to read the data
-    with pytest.raises(AssertionError, match="read its data"):
-        training.train(_config(**{"train.epochs": 4}), demo_root, out, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"train.epochs": 4}, "train.epochs: 3 -> 4"),
+        ({"optim.lr": 0.01}, "optim.lr: 0.003 -> 0.01"),
+        ({"data.plane": "axial"}, "data.plane: coronal -> axial"),
+    ],
+)
+def test_resume_refuses_a_folder_made_with_another_config(
+    uninterrupted, demo_root, tmp_path, monkeypatch, change, named
+):
+    """Never the old result for a new config: one error naming the first differing key."""
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(uninterrupted.run_dir, out)
+    monkeypatch.setattr(training, "load_split", lambda *a, **k: pytest.fail("read the data"))
+    with pytest.raises(IBSRError, match="another config") as err:
+        training.train(_config(**change), demo_root, out, resume=True, progress=False)
+    assert named in str(err.value) and str(out) in str(err.value)
+
+
+def test_config_difference_accepts_what_auto_resolved_to():
+    asked = {"data": {"spacing": "auto", "plane": "coronal"}, "seed": 0}
+    stored = {"data": {"spacing": [1.0, 1.5, 1.0], "plane": "coronal"}, "seed": 0}
+    assert training.config_difference(asked, stored) is None
+    assert training.config_difference({**asked, "seed": 1}, stored) == "seed: 0 -> 1"
 
 
 def test_overlay_reuses_the_validation_prediction(demo_root, tmp_path, monkeypatch):

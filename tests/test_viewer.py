@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from ibsr_helpers.data import Subject, Volume
+from ibsr_helpers.display import PLANES, slice_plane
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.plots import PLANE_AXIS, PLANES, slice_plane
+from ibsr_helpers.preprocessing import PLANE_AXIS
 from ibsr_helpers.viewer import SliceViewer, view
 
 SHAPE = (24, 12, 20)  # small (X, Y, Z); axis 1 plays IBSR's 1.5 mm axis

@@ -1,0 +1,72 @@
+"""The random augmentation applied to training samples (MONAI transforms).
+
+Geometric transforms move image and labels together (labels with nearest-neighbour
+interpolation, so they stay whole numbers); intensity transforms touch the image only.
+Prediction never augments, except the flip test-time augmentation of
+:mod:`ibsr_helpers.inference`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["train_transforms"]
+
+
+def train_transforms(config: dict, spatial_dims: int):
+    """The random augmentation for training items ``{"image", "label"}`` (MONAI).
+
+    2D slices: rotations (±15°), left-right flips (coronal and axial planes only: there
+    is no left-right axis in a sagittal slice), small zoom, intensity scale/shift.
+    3D volumes and patches: random affine (rotation ±9°, scale ±10%), bias field,
+    left-right flips, intensity scale/shift. The transforms accept numpy arrays or
+    torch tensors on any device, so the engine can run them on the GPU
+    (``data.gpu_augment``).
+
+    Args:
+        config: Full training config (reads ``data.augment``, ``data.plane``).
+        spatial_dims: 2 or 3.
+
+    Returns:
+        A ``monai.transforms.Compose``, or None when ``data.augment`` is false.
+    """
+    from monai import transforms as mt
+
+    if not config["data"].get("augment", True):
+        return None
+    keys = ["image", "label"]
+    modes = ("bilinear", "nearest")
+    intensity = [
+        mt.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+        mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+    ]
+    if spatial_dims == 2:
+        spatial = [
+            mt.RandRotated(
+                keys, range_x=np.deg2rad(15), prob=0.5, mode=modes, padding_mode="zeros"
+            ),
+            mt.RandZoomd(
+                keys,
+                min_zoom=0.9,
+                max_zoom=1.1,
+                prob=0.3,
+                mode=("bilinear", "nearest-exact"),
+                padding_mode="constant",
+            ),
+        ]
+        if config["data"]["plane"] != "sagittal":
+            spatial.append(mt.RandFlipd(keys, prob=0.5, spatial_axis=0))
+    else:
+        spatial = [
+            mt.RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=(0.15, 0.15, 0.15),
+                scale_range=0.1,
+                mode=modes,
+                padding_mode="zeros",
+            ),
+            mt.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.1)),
+            mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
+        ]
+    return mt.Compose(spatial + intensity)

@@ -1,0 +1,274 @@
+"""Grading: folders of predictions, trained runs and their ensembles, the result tables."""
+
+from __future__ import annotations
+
+import math
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_metrics import SPACING, _perturb, _synthetic_labels
+
+from ibsr_helpers import data
+from ibsr_helpers import evaluation as E
+from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.io import save_segmentation
+from ibsr_helpers.metrics import METRICS, evaluate_segmentation
+
+# --- folders ----------------------------------------------------------------------------
+
+SHAPE = (24, 16, 20)
+
+
+def _reference_image(affine: np.ndarray | None = None) -> nib.Nifti1Image:
+    """A 4-D singleton int16 T1 like IBSR's, with intensities that are not labels."""
+    if affine is None:
+        affine = np.diag([*SPACING, 1.0])
+        affine[:3, 3] = (-10.0, 20.0, -5.0)
+    intensities = np.full((*SHAPE, 1), 100, np.int16)
+    img = nib.Nifti1Image(intensities, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    return img
+
+
+def _small_labels(seed: int) -> np.ndarray:
+    return _synthetic_labels(SHAPE, seed)
+
+
+def _write_gt(root, sid: str, labels: np.ndarray, with_label: bool = True):
+    folder = root / "TrainingValidationTestSets" / "Validation_Set" / sid
+    ref = _reference_image()
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(ref, str(folder / f"{sid}.nii.gz"))
+    if with_label:
+        save_segmentation(labels, ref, folder / f"{sid}_seg.nii.gz")
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    gt_dir, pred_dir = tmp_path / "data", tmp_path / "preds"
+    gts = {"DEMO_01": _small_labels(1), "DEMO_02": _small_labels(2)}
+    for sid, lab in gts.items():
+        _write_gt(gt_dir, sid, lab)
+    _write_gt(gt_dir, "DEMO_03", gts["DEMO_01"], with_label=False)  # test subject: image only
+    pred2 = _perturb(gts["DEMO_02"], "shift")
+    save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_01_seg.nii.gz")
+    deep = pred_dir / "run" / "best" / "DEMO_02.nii.gz"
+    save_segmentation(pred2, _reference_image(), deep)
+    nib.save(nib.load(str(deep)), str(deep.with_suffix("")))  # uncompressed DEMO_02.nii
+    deep.unlink()
+    return gt_dir, pred_dir, gts, pred2
+
+
+def test_evaluate_folders_matches_by_id_at_any_depth(folders):
+    gt_dir, pred_dir, gts, pred2 = folders
+    df = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert list(df.columns) == ["subject", "tissue", "dice", "hd", "hd95", "avd"]
+    assert list(df["subject"]) == ["DEMO_01"] * 3 + ["DEMO_02"] * 3
+    assert list(df["tissue"]) == list(data.TISSUES) * 2
+    assert (df.loc[df.subject == "DEMO_01", ["dice"]] == 1.0).all().all()
+    expected = evaluate_segmentation(pred2, gts["DEMO_02"], SPACING)
+    got = df[df.subject == "DEMO_02"].set_index("tissue")
+    for tissue in data.TISSUES:
+        for metric in METRICS:
+            assert got.loc[tissue, metric] == pytest.approx(expected[tissue][metric])
+    assert got.loc["CSF", "hd"] > 0
+    assert not df[list(METRICS)].isna().any().any()
+
+
+def test_evaluate_folders_skips_prediction_without_ground_truth(folders):
+    gt_dir, pred_dir, gts, _ = folders
+    save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_03.nii.gz")
+    with pytest.warns(UserWarning, match="DEMO_03"):
+        df = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert set(df["subject"]) == {"DEMO_01", "DEMO_02"}
+
+
+def test_evaluate_folders_geometry_mismatch_names_the_file(folders):
+    gt_dir, pred_dir, gts, _ = folders
+    shifted = np.diag([*SPACING, 1.0])
+    bad = pred_dir / "DEMO_01_seg.nii.gz"
+    save_segmentation(gts["DEMO_01"], _reference_image(shifted), bad)
+    with pytest.raises(IBSRError, match="affine") as info:
+        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert str(bad) in str(info.value)
+    small = nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), _reference_image().affine)
+    nib.save(small, str(bad))
+    with pytest.raises(IBSRError, match="shape") as info:
+        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert str(bad) in str(info.value)
+
+
+def test_evaluate_folders_rejects_label_values_outside_range(folders):
+    gt_dir, pred_dir, gts, _ = folders
+    bad_labels = gts["DEMO_01"].copy()
+    bad_labels[5, 5, 5] = 5
+    bad = pred_dir / "DEMO_01_seg.nii.gz"
+    save_segmentation(bad_labels, _reference_image(), bad)
+    with pytest.raises(IBSRError, match=r"label values \[5\] outside 0-3") as info:
+        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert str(bad) in str(info.value)
+
+
+def test_evaluate_folders_without_any_match_names_pred_dir(tmp_path, folders):
+    gt_dir, _, gts, _ = folders
+    empty = tmp_path / "nothing_here"
+    save_segmentation(gts["DEMO_01"], _reference_image(), empty / "IBSR_99_seg.nii.gz")
+    save_segmentation(gts["DEMO_01"], _reference_image(), empty / "prediction.nii.gz")
+    with pytest.warns(UserWarning, match="IBSR_99"), pytest.raises(IBSRError) as info:
+        E.evaluate_folders(empty, gt_dir, progress=False)
+    assert str(empty) in str(info.value)
+    with pytest.raises(IBSRError, match="not found"):
+        E.evaluate_folders(tmp_path / "missing", gt_dir, progress=False)
+
+
+def test_two_predictions_for_one_subject_are_refused(folders):
+    gt_dir, pred_dir, gts, _ = folders
+    save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_01.nii.gz")
+    with pytest.raises(IBSRError, match="two files for subject DEMO_01"):
+        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+
+
+# --- tables -----------------------------------------------------------------------------
+
+
+def _table() -> pd.DataFrame:
+    rows = []
+    for i, sid in enumerate(["S_1", "S_2"]):
+        for j, tissue in enumerate(data.TISSUES):
+            rows.append(
+                {
+                    "subject": sid,
+                    "tissue": tissue,
+                    "dice": 0.8 + 0.1 * i + 0.01 * j,
+                    "hd": 10.0 + i,
+                    "hd95": 3.0 + 2 * i,
+                    "avd": 5.0 * (j + 1),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_summary_table_means_and_sds():
+    table = E.summary_table(_table())
+    assert list(table.index) == ["CSF", "GM", "WM", "mean"]
+    assert (table["n"] == 2).all()
+    assert table.loc["GM", "dice_mean"] == pytest.approx(0.86)
+    assert table.loc["GM", "dice_sd"] == pytest.approx(0.1 / math.sqrt(2))
+    assert table.loc["WM", "avd_mean"] == pytest.approx(15.0)
+    assert table.loc["WM", "avd_sd"] == 0.0
+    assert table.loc["mean", "dice_mean"] == pytest.approx(0.86)
+    assert table.loc["mean", "hd95_sd"] == pytest.approx(2 / math.sqrt(2))
+    assert table.loc["mean", "avd_mean"] == pytest.approx(10.0)
+    single = E.summary_table(_table().query("subject == 'S_1'"))
+    assert (single.filter(like="_sd") == 0.0).all().all()
+
+
+def test_format_summary_is_readable():
+    text = E.format_summary(_table())
+    lines = text.splitlines()
+    for heading in ("Dice", "HD (mm)", "HD95 (mm)", "AVD (%)"):
+        assert heading in lines[0]
+    assert [line.split()[0] for line in lines[2:6]] == ["CSF", "GM", "WM", "mean"]
+    assert "0.860 ± 0.071" in lines[3]  # GM Dice
+    assert "15.00 ± 0.00" in lines[4]  # WM AVD
+    assert "2 subjects" in lines[-1]
+
+
+def test_write_metrics_csv_round_trips(tmp_path):
+    df = _table()
+    path = E.write_metrics_csv(df, tmp_path / "new" / "dir" / "metrics.csv")
+    assert path.is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(path), df)
+    summary = E.write_metrics_csv(E.summary_table(df), tmp_path / "summary.csv")
+    assert pd.read_csv(summary)["tissue"].tolist() == ["CSF", "GM", "WM", "mean"]
+
+
+# --------------------------------------------------------------------------- evaluate_runs
+
+
+def _brain_run(hit: int):
+    """A Run whose 'network' labels every brain voxel (non-zero after z-scoring) ``hit``."""
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.inference import Run
+
+    class Brain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            brain = (x[:, :1] != 0).float()
+            logits = [10 - 20 * brain] + [
+                20 * brain - 10 if k == hit else brain * 0 - 10 for k in (1, 2, 3)
+            ]
+            return torch.cat(logits, 1)
+
+    cfg = load_config(
+        {
+            "model": {"name": "unet3d"},
+            "data": {"mode": "volume", "roi": [16, 16, 16], "spacing": [1, 1, 1]},
+            "train": {"precision": "fp32"},
+        },
+        None,
+    )
+    return Run(Brain().eval(), cfg)
+
+
+def _labelled_volume(sid: str) -> data.Volume:
+    img = np.zeros((20, 18, 22), np.float32)
+    img[4:16, 3:15, 5:17] = 1.0 + np.arange(12)[:, None, None]
+    label = np.where(img > 0, 3, 0).astype(np.uint8)
+    label[4:6] = np.where(img[4:6] > 0, 1, 0)
+    subject = data.Subject(sid, "val", None, None, (1.0, 1.0, 1.0), img.shape)
+    return data.Volume(subject, img, label, nib.Nifti1Image(img, np.eye(4)))
+
+
+def test_evaluate_runs_scores_runs_and_ensembles_once_per_volume():
+    wm, csf = _brain_run(3), _brain_run(1)
+    vols = [_labelled_volume("IBSR_90"), _labelled_volume("IBSR_91")]
+    df = E.evaluate_runs({"wm": wm, "csf": csf, "both": [wm, csf]}, vols)
+    assert list(df.columns) == ["name", "subject", "tissue", "dice", "avd", "seconds"]
+    assert len(df) == 3 * 2 * 3
+    assert wm.model.calls == csf.model.calls == 2  # each run once per volume, ensemble reused
+    # "wm" labels all brain WM: WM Dice 2*10/(12+10) per volume, GM empty in both (1), CSF 0.
+    row = df[(df["name"] == "wm") & (df["subject"] == "IBSR_90")].set_index("tissue")["dice"]
+    assert row["WM"] == pytest.approx(2 * 10 / 22) and row["GM"] == 1.0 and row["CSF"] == 0.0
+    # The ensemble equals predict_volume on the list (probabilities averaged).
+    from ibsr_helpers.inference import predict_volume
+
+    seg, _ = predict_volume([wm, csf], vols[0])
+    expected = evaluate_segmentation(seg, vols[0].label, vols[0].spacing, hd=False)
+    got = df[(df["name"] == "both") & (df["subject"] == "IBSR_90")].set_index("tissue")["dice"]
+    assert got.to_dict() == {t: expected[t]["dice"] for t in data.TISSUES}
+    both = df[df["name"] == "both"]["seconds"].iloc[0]
+    parts = df[df["subject"] == "IBSR_90"].groupby("name")["seconds"].first()
+    assert both == pytest.approx(parts["wm"] + parts["csf"])
+
+
+def test_dice_table_means_in_first_seen_order():
+    df = pd.DataFrame(
+        [
+            {"name": n, "subject": s, "tissue": t, "dice": d}
+            for n, base in (("b", 0.5), ("a", 0.8))
+            for s, off in (("S1", 0), ("S2", 0.1))
+            for t, d in zip(data.TISSUES, (base + off, base, base - off), strict=True)
+        ]
+    )
+    table = E.dice_table(df)
+    assert list(table.index) == ["b", "a"] and list(table.columns) == [*data.TISSUES, "mean"]
+    assert table.loc["b", "CSF"] == pytest.approx(0.55)
+    assert table.loc["a", "mean"] == pytest.approx(0.8)
+
+
+def test_evaluate_runs_needs_labels_and_runs():
+    vol = _labelled_volume("IBSR_90")
+    with pytest.raises(IBSRError, match="at least one run"):
+        E.evaluate_runs({"empty": []}, [vol])
+    unlabelled = data.Volume(vol.subject, vol.image, None, None)
+    with pytest.raises(IBSRError, match="no label"):
+        E.evaluate_runs({"wm": _brain_run(3)}, [unlabelled])
