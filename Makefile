@@ -1,5 +1,5 @@
 # The course in two commands:  make course   (run the notebooks)   make test   (run the tests)
-# Both create .venv and install everything (CPU torch pinned by constraints.txt) on first use.
+# Both create .venv and install everything (torch pinned by constraints.txt) on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -7,17 +7,20 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 REPORTS ?= reports
 
-.PHONY: install course test test-fast acceptance lint lab clean-runs help
+.PHONY: install course test test-fast acceptance lint lab readme-results clean-runs help
 
 help:
-	@echo "make course   execute notebooks/NN_*.ipynb ($(PROFILE) profile) into $(REPORTS)/"
-	@echo "make test     run the test suite (pytest)"
-	@echo "make lint     ruff"
+	@echo "make course          execute notebooks/NN_*.ipynb ($(PROFILE) profile) into $(REPORTS)/"
+	@echo "make test            run the test suite (pytest, without the acceptance runs)"
+	@echo "make acceptance      real-data quality runs (minutes each; needs IBSR18)"
+	@echo "make lab             open JupyterLab on notebooks/ in the project's environment"
+	@echo "make readme-results  copy $(REPORTS)/results.md and figures into README.md and images/"
+	@echo "make lint            ruff"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lab]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -36,9 +39,15 @@ test-fast: $(STAMP)
 acceptance: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -m acceptance -s $(PYTEST_ARGS)
 
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+readme-results: $(STAMP)
+	$(PY) -m ibsr_helpers.cli report --reports $(REPORTS) --readme README.md --images images
+
 lint: $(STAMP)
 	$(PY) -m ruff check ibsr_helpers tests benchmarks
 	$(PY) -m ruff format --check ibsr_helpers tests benchmarks
 
 clean-runs:
-	rm -rf runs $(REPORTS)
+	rm -rf runs notebooks/runs $(REPORTS)

@@ -6,8 +6,11 @@ Subcommands::
     ibsr-seg train --config FILE [--profile quick|full] [--data DIR] [--out DIR] [--resume]
                    [--set key=value ...]
     ibsr-seg predict --run RUN_DIR [--run RUN_DIR ...] --input DIR --out DIR [--tta]
-    ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv]
-    ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR]
+                     [--postprocess mask,largest:WM,min:CSF=20]
+    ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv] [--report DIR]
+                      [--postprocess ...]
+    ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR] [--sync-repository]
+    ibsr-seg report [--reports reports] [--readme README.md] [--images images]
 
 Bad input (a missing folder, a corrupt file, a bad setting) prints one line naming the
 file and the problem, and exits with status 2.
@@ -36,11 +39,11 @@ def _demo(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from ibsr_helpers.config import load_config
     from ibsr_helpers.data import describe_source, resolve_data_dir
-    from ibsr_helpers.training import train
+    from ibsr_helpers.training import run_folder, train
 
     config = load_config(args.config, args.profile, args.set or [])
     data_dir, _ = resolve_data_dir(args.data)
-    out = Path(args.out) if args.out else Path("runs") / f"{config['name']}-{args.profile}"
+    out = Path(args.out) if args.out else run_folder("runs", config)
     print(f"training {config['model']['name']} ({args.profile}) on {describe_source(data_dir)}")
     result = train(config, data_dir, out, resume=args.resume)
     print(
@@ -52,28 +55,65 @@ def _train(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from ibsr_helpers.environment import get_device
     from ibsr_helpers.inference import predict_folder
+    from ibsr_helpers.postprocessing import PostProcessing
 
+    post = PostProcessing.parse(args.postprocess)
     written = predict_folder(
-        args.run, args.input, args.out, tta=args.tta, device=get_device(args.device)
+        args.run,
+        args.input,
+        args.out,
+        tta=args.tta,
+        device=get_device(args.device),
+        postprocess=post if post.active else None,
     )
-    print(f"wrote {len(written)} segmentations to {args.out}")
+    print(f"wrote {len(written)} segmentations to {args.out} (post-processing: {post})")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ibsr_helpers.evaluation import evaluate_folders, format_summary, write_metrics_csv
+    import time
 
-    df = evaluate_folders(args.pred, args.gt)
+    from ibsr_helpers.evaluation import (
+        evaluate_folders,
+        format_summary,
+        results_table,
+        write_metrics_csv,
+        write_results,
+    )
+    from ibsr_helpers.postprocessing import PostProcessing
+
+    post = PostProcessing.parse(args.postprocess)
+    df = evaluate_folders(args.pred, args.gt, postprocess=post if post.active else None)
     if args.out:
         write_metrics_csv(df, args.out)
     print(format_summary(df))
     if args.out:
         print(f"per-subject metrics: {args.out}")
+    if args.report:
+        name = Path(args.pred).name
+        about = {
+            "command": "ibsr-seg " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "post-processing": str(post),
+        }
+        paths = write_results(results_table(df.assign(name=name)), args.report, about)
+        print(f"results table: {paths[0]} and {paths[1]}")
 
 
 def _notebooks(args: argparse.Namespace) -> None:
-    from ibsr_helpers.course import run_course
+    from ibsr_helpers.course import repository, run_course, sync_repository
 
+    if args.sync_repository:
+        changed = sync_repository()
+        print(f"repository {repository()}: {len(changed)} notebook(s) updated")
+        return
     run_course(args.out, profile=args.profile, data_dir=args.data, only=args.only)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from ibsr_helpers.course import update_readme
+
+    for path in update_readme(args.reports, args.readme, args.images):
+        print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="data folder (default: IBSR18_DIR, data/IBSR18, else demo data)",
     )
-    p.add_argument("--out", default=None, help="run folder (default runs/<name>-<profile>)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<name>-<profile>[-seedN])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--set",
@@ -116,13 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder with ID/ID.nii.gz images")
     p.add_argument("--out", required=True, help="folder for ID_seg.nii.gz predictions")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    p.add_argument(
+        "--postprocess",
+        default=None,
+        help="clean-ups: mask (background where the image is 0), largest:TISSUE, "
+        "min:TISSUE=VOXELS, comma-separated (default none; notebook 06 measures them)",
+    )
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="score predictions against labels")
     p.add_argument("--pred", required=True, help="folder with predictions")
     p.add_argument("--gt", required=True, help="folder with ID_seg.nii.gz labels")
     p.add_argument("--out", default=None, help="CSV of per-subject metrics")
+    p.add_argument("--report", default=None, help="write results.csv / results.md here")
+    p.add_argument(
+        "--postprocess", default=None, help="clean-ups applied before scoring (as predict)"
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("notebooks", help="execute the course notebooks into a report folder")
@@ -130,7 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="folder for executed notebooks")
     p.add_argument("--data", default=None, help="data folder (default: found or demo)")
     p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 00 01")
+    p.add_argument(
+        "--sync-repository",
+        action="store_true",
+        help="write pyproject.toml's repository address into every notebook's Colab cells",
+    )
     p.set_defaults(func=_notebooks)
+
+    p = sub.add_parser("report", help="copy a course run's results into the README and images/")
+    p.add_argument("--reports", default="reports", help="the make course output folder")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--images", default="images")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,
         "val_every": 1,
         "precision": "auto",  # auto | fp32 | bf16 | fp16 (see ibsr_helpers.environment)
-        "channels_last": True,  # CUDA only, 2D models
+        "channels_last": True,  # 2D models, NHWC memory layout (CUDA and CPU)
         "max_val_subjects": None,  # validate on the first N validation subjects only
     },
     "inference": {"overlap": 0.5, "sw_batch_size": 4, "tta": False, "batch_size": 16},

@@ -19,10 +19,74 @@ from pathlib import Path
 from ibsr_helpers.data import describe_source, project_root, resolve_data_dir
 from ibsr_helpers.errors import IBSRError
 
-__all__ = ["notebook_paths", "run_notebook", "run_course", "repository", "sync_repository"]
+__all__ = [
+    "COURSE_MODELS",
+    "gather_runs",
+    "notebook_paths",
+    "run_notebook",
+    "run_course",
+    "export_html",
+    "update_readme",
+    "repository",
+    "sync_repository",
+]
+
+#: The course's models: name -> (config file stem, overrides, run-folder variant, notebook
+#: that trains it). Notebook 06 gathers them (and trains those still missing).
+COURSE_MODELS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
+    "2D U-Net coronal": ("unet2d", (), "", "03"),
+    "2D U-Net sagittal": ("unet2d", ("data.plane=sagittal",), "sagittal", "06"),
+    "2D U-Net axial": ("unet2d", ("data.plane=axial",), "axial", "06"),
+    "EfficientNet U-Net": ("efficientunet2d", (), "", "03"),
+    "3D U-Net volume": ("unet3d_volume", (), "", "04"),
+    "SegResNet volume": ("segresnet_volume", (), "", "04"),
+    "UNETR volume": ("unetr_volume", (), "", "04"),
+    "3D U-Net patches": ("unet3d_patches", (), "", "05"),
+}
 
 _BADGE = re.compile(r"colab\.research\.google\.com/github/[\w.\-]+/[\w.\-]+/blob/")
 _REPO_LINE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
+
+
+def gather_runs(
+    names: Sequence[str],
+    data_dir: str | Path,
+    runs_dir: str | Path,
+    profile: str,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """The course's trained runs, training any that is missing (same config and profile).
+
+    Args:
+        names: Keys of :data:`COURSE_MODELS`.
+        data_dir: IBSR18 or demo data.
+        runs_dir: The runs folder the notebooks share.
+        profile: ``quick``, ``full`` or ``smoke``.
+        seed: As the notebooks' ``SEED``.
+        device: Torch device for the loaded runs (default: the best available).
+        progress: Show training progress bars.
+
+    Returns:
+        Name -> :class:`~ibsr_helpers.inference.Run` (best weights), in ``names`` order.
+    """
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.environment import get_device
+    from ibsr_helpers.inference import load_run
+    from ibsr_helpers.training import run_folder, train
+
+    configs = (project_root() or Path.cwd()) / "configs"
+    runs = {}
+    for name in names:
+        stem, overrides, variant, _ = COURSE_MODELS[name]
+        config = load_config(configs / f"{stem}.yaml", profile, [f"seed={seed}", *overrides])
+        folder = run_folder(runs_dir, config, variant)
+        result = train(config, data_dir, folder, resume=True, progress=progress)
+        state = "trained now" if result.trained else "found"
+        print(f"{name}: {folder} ({state}, best validation mean Dice {result.best_dice:.3f})")
+        runs[name] = load_run(folder, get_device(device))
+    return runs
 
 
 def repository(root: str | Path | None = None) -> str:
@@ -100,6 +164,64 @@ def run_notebook(path: str | Path, out_dir: str | Path, parameters: dict) -> Pat
     return out
 
 
+#: The figures notebook 06 saves that the README shows.
+README_FIGURES: tuple[str, ...] = ("error_triplanar.png", "dice_boxplot.png", "subject_heatmap.png")
+_RESULTS = re.compile(r"(<!-- results:start -->\n).*?(\n<!-- results:end -->)", re.DOTALL)
+
+
+def update_readme(
+    reports: str | Path, readme: str | Path = "README.md", images: str | Path = "images"
+) -> list[Path]:
+    """Put a course run's results into the README: its table, and its figures in ``images/``.
+
+    The table (``reports/results.md``, with the date, hardware and command that made it)
+    replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->``.
+
+    Returns:
+        The files written.
+
+    Raises:
+        IBSRError: If the reports folder has no results, or the README no markers.
+    """
+    import shutil
+
+    reports, readme, images = Path(reports), Path(readme), Path(images)
+    results = reports / "results.md"
+    if not results.is_file():
+        raise IBSRError("no results.md: run make course (notebook 06) first", reports)
+    text = readme.read_text()
+    if not _RESULTS.search(text):
+        raise IBSRError("no <!-- results:start --> / <!-- results:end --> markers", readme)
+    table = results.read_text().strip()
+    readme.write_text(_RESULTS.sub(lambda m: m.group(1) + table + m.group(2), text))
+    written = [readme]
+    images.mkdir(parents=True, exist_ok=True)
+    for name in README_FIGURES:
+        if (reports / "figures" / name).is_file():
+            written.append(Path(shutil.copy2(reports / "figures" / name, images / name)))
+    return written
+
+
+def _parameters_cell(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return "".join(cell["source"])
+    return ""
+
+
+def export_html(notebook: str | Path, out_dir: str | Path) -> Path:
+    """Write an executed notebook as a standalone HTML page (nbconvert), for grading."""
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    out = Path(out_dir) / f"{notebook.stem}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
 def run_course(
     out_dir: str | Path = "reports",
     profile: str = "quick",
@@ -107,15 +229,18 @@ def run_course(
     only: Sequence[str] | None = None,
     seed: int = 0,
 ) -> list[Path]:
-    """Execute every numbered notebook in order with the given profile.
+    """Execute every numbered notebook in order, into one folder an instructor grades from.
 
     Uses IBSR18 if it is found (``data_dir``, ``IBSR18_DIR`` or ``data/IBSR18``), else
-    the demo data (made on first use), and says which.
+    the demo data (made on first use), and says which. ``out_dir`` receives the executed
+    notebooks, their HTML (``html/``), and what notebook 06 writes there: ``results.md``,
+    ``results.csv``, ``figures/`` and ``submission/`` (+ ``submission.zip``).
 
     Returns:
         The executed notebooks.
     """
     root, _ = resolve_data_dir(data_dir)
+    out_dir = Path(out_dir).resolve()
     print(f"course: profile {profile}, data: {describe_source(root)}")
     os.environ.setdefault("MPLBACKEND", "Agg")
     done = []
@@ -124,12 +249,12 @@ def run_course(
             continue
         t = time.time()
         print(f"  running {path.name} ...", flush=True)
-        done.append(
-            run_notebook(
-                path,
-                out_dir,
-                {"PROFILE": profile, "DATA_DIR": str(Path(root).resolve()), "SEED": seed},
-            )
+        parameters = {"PROFILE": profile, "DATA_DIR": str(Path(root).resolve()), "SEED": seed}
+        if "REPORTS_DIR" in _parameters_cell(path):
+            parameters["REPORTS_DIR"] = str(out_dir)
+        done.append(run_notebook(path, out_dir, parameters))
+        html = export_html(done[-1], out_dir / "html")
+        print(
+            f"  {path.name} done in {time.time() - t:.0f} s -> {done[-1]}, {html.name}", flush=True
         )
-        print(f"  {path.name} done in {time.time() - t:.0f} s -> {done[-1]}", flush=True)
     return done

@@ -236,11 +236,15 @@ class PatchDataset(_Augmented):
             item: dict[str, Any] = {"image": v.image[None], "label": v.label[None]}
             if sampler == "weighted":
                 item["weight"] = weight_map(v.label, weight_kind)[None]
-            elif sampler == "uniform":  # every voxel alike; a view, no memory
-                item["weight"] = np.broadcast_to(np.float32(1), (1, *v.image.shape))
+            elif sampler == "uniform":  # every voxel alike
+                item["weight"] = np.ones((1, *v.image.shape), np.float32)
             self.items.append(item)
         if sampler in ("uniform", "weighted"):
-            self.crop = mt.RandWeightedCropd(keys, "weight", self.patch_size, num_samples=n)
+            # the weight map is cropped too: MONAI would deep-copy a key it leaves alone
+            # (the whole map, once per patch)
+            self.crop = mt.RandWeightedCropd(
+                [*keys, "weight"], "weight", self.patch_size, num_samples=n
+            )
         elif sampler == "foreground":
             self._precompute(mt.FgBgToIndicesd("label"))
             self.crop = mt.RandCropByPosNegLabeld(

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,13 +22,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.io import read_labels
+from ibsr_helpers.io import read_labels, read_volume
 from ibsr_helpers.layout import TISSUES, parse_nifti_name
 from ibsr_helpers.metrics import METRICS, evaluate_segmentation
 
 if TYPE_CHECKING:
     from ibsr_helpers.data import Volume
     from ibsr_helpers.inference import Run
+    from ibsr_helpers.postprocessing import PostProcessing
 
 __all__ = [
     "evaluate_folders",
@@ -36,18 +38,25 @@ __all__ = [
     "format_summary",
     "write_metrics_csv",
     "dice_table",
+    "results_table",
+    "write_results",
+    "evaluate_postprocessing",
+    "choose_postprocessing",
+    "check_predictions",
 ]
 
 _HEADINGS: dict[str, str] = {"dice": "Dice", "hd": "HD (mm)", "hd95": "HD95 (mm)", "avd": "AVD (%)"}
 _DECIMALS: dict[str, int] = {"dice": 3, "hd": 2, "hd95": 2, "avd": 2}
 
 
-def _find(folder: Path, labels_only: bool) -> dict[str, Path]:
-    """Map subject id -> NIfTI file found at any depth under ``folder``."""
+def _find(folder: Path, kind: str = "any") -> dict[str, Path]:
+    """Map subject id -> NIfTI file (``kind``: labels, images or any) at any depth."""
     found: dict[str, Path] = {}
     for path in sorted(folder.rglob("*.nii*")):
         parsed = parse_nifti_name(path)
-        if parsed is None or not path.is_file() or (labels_only and not parsed[1]):
+        if parsed is None or not path.is_file():
+            continue
+        if (kind == "labels" and not parsed[1]) or (kind == "images" and parsed[1]):
             continue
         sid = parsed[0]
         if sid in found:
@@ -57,7 +66,10 @@ def _find(folder: Path, labels_only: bool) -> dict[str, Path]:
 
 
 def evaluate_folders(
-    pred_dir: str | Path, gt_dir: str | Path, progress: bool = True
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    progress: bool = True,
+    postprocess: PostProcessing | None = None,
 ) -> pd.DataFrame:
     """Score every prediction in a folder against the matching ground truth.
 
@@ -71,6 +83,8 @@ def evaluate_folders(
         pred_dir: Folder of predicted label volumes.
         gt_dir: Folder of ground-truth label volumes (e.g. the IBSR18 folder).
         progress: Show a tqdm bar.
+        postprocess: Clean-ups applied to each prediction before scoring (``mask`` reads
+            the image ``ID.nii.gz`` from ``gt_dir``).
 
     Returns:
         One row per subject and tissue, columns ``subject, tissue, dice, hd, hd95, avd``,
@@ -86,8 +100,9 @@ def evaluate_folders(
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise IBSRError("folder not found", folder)
-    gts = _find(gt_dir, labels_only=True)
-    preds = _find(pred_dir, labels_only=False)
+    gts = _find(gt_dir, "labels")
+    preds = _find(pred_dir)
+    images = _find(gt_dir, "images") if postprocess is not None and postprocess.mask else {}
     pairs = []
     for sid, path in preds.items():
         if sid in gts:
@@ -119,6 +134,16 @@ def evaluate_folders(
             raise IBSRError(
                 f"prediction affine does not match the ground truth's ({gt_path})", pred_path
             )
+        if postprocess is not None and postprocess.active:
+            scan = None
+            if postprocess.mask:
+                if sid not in images:
+                    raise IBSRError(
+                        f"post-processing 'mask' needs the image {sid}.nii.gz beside the labels",
+                        gt_dir,
+                    )
+                scan = SimpleNamespace(image=read_volume(images[sid])[0])
+            pred = postprocess(pred, scan)
         spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
         scores = evaluate_segmentation(pred, gt, spacing, hd=True)
         rows += [{"subject": sid, "tissue": t, **scores[t]} for t in TISSUES]
@@ -213,6 +238,7 @@ def evaluate_runs(
     hd: bool = False,
     postprocess: Callable[[np.ndarray, Volume], np.ndarray] | None = None,
     progress: bool = False,
+    segmentations: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Score trained runs, and ensembles of them, on labelled raw volumes.
 
@@ -229,6 +255,8 @@ def evaluate_runs(
         postprocess: Applied to every segmentation before scoring, e.g. a
             :class:`~ibsr_helpers.postprocessing.PostProcessing`.
         progress: Show a progress bar over the volumes.
+        segmentations: If given, filled with ``name -> subject id -> segmentation`` (for
+            figures and viewers, without predicting again).
 
     Returns:
         One row per name, subject and tissue: ``name, subject, tissue, dice, avd``
@@ -261,6 +289,8 @@ def evaluate_runs(
             seg = probs.argmax(0).numpy().astype(np.uint8)
             if postprocess is not None:
                 seg = postprocess(seg, vol)
+            if segmentations is not None:
+                segmentations.setdefault(name, {})[vol.id] = seg
             scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=hd)
             rows += [
                 {"name": name, "subject": vol.id, "tissue": t, **scores[t], "seconds": seconds}
@@ -268,6 +298,107 @@ def evaluate_runs(
             ]
     columns = ["name", "subject", "tissue", "dice", *(["hd", "hd95"] if hd else []), "avd"]
     return pd.DataFrame(rows, columns=[*columns, "seconds"])
+
+
+def evaluate_postprocessing(
+    segmentations: Mapping[str, np.ndarray],
+    volumes: Sequence[Volume],
+    candidates: Mapping[str, PostProcessing],
+    hd: bool = True,
+) -> pd.DataFrame:
+    """Score one predictor's segmentations under several post-processings.
+
+    Args:
+        segmentations: Subject id -> the predictor's segmentation (e.g. one entry of
+            the ``segmentations`` that :func:`evaluate_runs` fills): nothing is predicted
+            again.
+        volumes: The labelled raw volumes they segment.
+        candidates: Name -> :class:`~ibsr_helpers.postprocessing.PostProcessing` (include
+            one that does nothing, to compare with).
+        hd: Also compute HD and HD95.
+
+    Returns:
+        Rows as :func:`evaluate_runs`, ``name`` being the candidate's name.
+    """
+    rows = []
+    for vol in volumes:
+        if vol.label is None or vol.id not in segmentations:
+            raise IBSRError(f"subject {vol.id} needs a label and a segmentation", vol.subject.image)
+        for name, post in candidates.items():
+            seg = post(segmentations[vol.id], vol)
+            scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=hd)
+            rows += [{"name": name, "subject": vol.id, "tissue": t, **scores[t]} for t in TISSUES]
+    return pd.DataFrame(rows)
+
+
+def choose_postprocessing(
+    scores: pd.DataFrame, candidates: Mapping[str, PostProcessing], baseline: str = "none"
+) -> PostProcessing:
+    """The clean-ups the validation numbers support, decided tissue by tissue.
+
+    ``mask`` is kept when it raises the mean Dice over tissues; for each tissue, the
+    component rule (``largest`` or ``min_size``) of the candidate with the best Dice on
+    that tissue is kept if it beats ``baseline`` there.
+
+    Args:
+        scores: From :func:`evaluate_postprocessing`.
+        candidates: The same mapping.
+        baseline: The candidate that does nothing.
+
+    Returns:
+        The combined :class:`~ibsr_helpers.postprocessing.PostProcessing`.
+    """
+    from ibsr_helpers.postprocessing import PostProcessing
+
+    table = dice_table(scores)
+    base = table.loc[baseline]
+    mask = any(c.mask and table.loc[n, "mean"] > base["mean"] for n, c in candidates.items())
+    largest, min_size = [], {}
+    for tissue in TISSUES:
+        best = table[tissue].idxmax()
+        chosen = candidates[best]
+        if table.loc[best, tissue] <= base[tissue]:
+            continue
+        if tissue in chosen.largest:
+            largest.append(tissue)
+        elif tissue in chosen.min_size:
+            min_size[tissue] = chosen.min_size[tissue]
+    return PostProcessing(mask, tuple(largest), min_size)
+
+
+def check_predictions(pred_dir: str | Path, images_dir: str | Path) -> pd.DataFrame:
+    """Check that every prediction has its image's geometry (a submission's last check).
+
+    Returns:
+        One row per prediction: ``subject, shape, affine, sform_code, qform_code, labels``,
+        each True when it matches the image (labels: values within 0..3).
+
+    Raises:
+        IBSRError: If a prediction has no image, or the folder holds no prediction.
+    """
+    from ibsr_helpers.io import load_nifti
+
+    images = _find(Path(images_dir), "images")
+    preds = _find(Path(pred_dir), "labels")
+    if not preds:
+        raise IBSRError("no predictions (ID_seg.nii.gz) found", pred_dir)
+    rows = []
+    for sid, path in preds.items():
+        if sid not in images:
+            raise IBSRError(f"no image {sid}.nii.gz under {images_dir}", path)
+        image, pred = load_nifti(images[sid]), load_nifti(path)
+        values = np.unique(np.asarray(pred.dataobj))
+        rows.append(
+            {
+                "subject": sid,
+                "shape": pred.shape == image.shape,
+                "affine": bool(np.allclose(pred.affine, image.affine, atol=1e-6)),
+                "sform_code": int(pred.header["sform_code"]) == int(image.header["sform_code"]),
+                "qform_code": int(pred.header["qform_code"]) == int(image.header["qform_code"]),
+                "labels": bool(np.isin(values, [0, 1, 2, 3]).all()),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def dice_table(df: pd.DataFrame, by: str = "name") -> pd.DataFrame:
@@ -286,3 +417,81 @@ def dice_table(df: pd.DataFrame, by: str = "name") -> pd.DataFrame:
     table["mean"] = table.mean(axis=1)
     table.columns.name = None
     return table
+
+
+def results_table(scores: pd.DataFrame, by: str = "name") -> pd.DataFrame:
+    """The course's results table: one row per predictor, every metric per tissue.
+
+    Args:
+        scores: Rows ``by, subject, tissue, dice[, hd, hd95], avd`` (from
+            :func:`evaluate_runs` with ``hd=True``, or :func:`evaluate_folders` with a
+            ``by`` column added).
+        by: The column naming the predictors (rows keep their first-seen order).
+
+    Returns:
+        Columns ``Dice CSF, Dice GM, Dice WM, mean Dice, sd`` (the sd over subjects of
+        each subject's mean Dice), then ``HD95 <tissue>``, ``HD <tissue>`` (mm) and
+        ``AVD <tissue>`` (%) when present, and ``subjects``.
+    """
+    order = list(dict.fromkeys(scores[by]))
+    out = pd.DataFrame(index=pd.Index(order, name=by))
+    dice = scores.pivot_table(index=by, columns="tissue", values="dice", aggfunc="mean")
+    for t in TISSUES:
+        out[f"Dice {t}"] = dice[t]
+    per_subject = scores.groupby([by, "subject"])["dice"].mean()
+    out["mean Dice"] = per_subject.groupby(level=0).mean()
+    out["sd"] = per_subject.groupby(level=0).std(ddof=1).fillna(0.0)
+    for metric, label in (("hd95", "HD95"), ("hd", "HD"), ("avd", "AVD")):
+        if metric in scores.columns:
+            values = scores.pivot_table(index=by, columns="tissue", values=metric, aggfunc="mean")
+            for t in TISSUES:
+                out[f"{label} {t}"] = values[t]
+    out["subjects"] = scores.groupby(by)["subject"].nunique()
+    return out.loc[order]
+
+
+def write_results(
+    table: pd.DataFrame, folder: str | Path, about: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Write a results table as ``results.csv`` and ``results.md`` (with what made it).
+
+    Args:
+        table: From :func:`results_table`.
+        folder: The reports folder (created).
+        about: Lines for the Markdown's header, e.g. ``{"command": …, "date": …,
+            "hardware": …, "data": …}``.
+
+    Returns:
+        ``(csv path, markdown path)``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = folder / "results.csv"
+    table.to_csv(csv)
+    shown = pd.DataFrame(index=table.index)
+    for t in TISSUES:
+        shown[f"Dice {t}"] = table[f"Dice {t}"].map("{:.3f}".format)
+    shown["mean Dice"] = [
+        f"**{m:.3f}** ± {sd:.3f}" for m, sd in zip(table["mean Dice"], table["sd"], strict=True)
+    ]
+    for label, unit in (("HD95", "mm"), ("HD", "mm"), ("AVD", "%")):
+        if f"{label} CSF" in table.columns:
+            shown[f"{label} ({unit}) CSF / GM / WM"] = [
+                " / ".join(f"{row[f'{label} {t}']:.1f}" for t in TISSUES)
+                for _, row in table.iterrows()
+            ]
+    shown["subjects"] = table["subjects"]
+    lines = [f"- **{k}**: {v}" for k, v in (about or {}).items()]
+    text = "\n".join(
+        [
+            *lines,
+            "",
+            shown.to_markdown(
+                disable_numparse=True, colalign=("left",) + ("right",) * shown.shape[1]
+            ),
+            "",
+        ]
+    )
+    md = folder / "results.md"
+    md.write_text(text)
+    return csv, md

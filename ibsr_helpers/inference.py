@@ -33,7 +33,7 @@ from ibsr_helpers.data import Volume, find_images, load_subject
 from ibsr_helpers.environment import choose_precision
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
-from ibsr_helpers.models import build_model_from_config
+from ibsr_helpers.models import build_model_from_config, channels_last_inputs
 from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared, Preprocessing, prepare
 
 __all__ = [
@@ -192,9 +192,12 @@ def _forward(run: Run, image: np.ndarray) -> torch.Tensor:
 
             stack = torch.from_numpy(slice_stack(image, d["plane"], int(d["context"])))
             bs = int(cfg["inference"].get("batch_size", 16))
+            layout = torch.channels_last if channels_last_inputs(cfg, device) else None
             outs = []
             for i in range(0, len(stack), bs):
                 batch = stack[i : i + bs].to(device)
+                if layout is not None:
+                    batch = batch.contiguous(memory_format=layout)
                 outs.append(torch.softmax(run.model(batch).float(), 1).cpu())
             probs = torch.cat(outs)  # (N, 4, H, W)
             return torch.movedim(probs, 0, PLANE_AXIS[d["plane"]] + 1)

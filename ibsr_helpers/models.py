@@ -453,10 +453,14 @@ def config_divisor(config: dict[str, Any]) -> int:
 
 
 def channels_last_inputs(config: dict[str, Any], device: torch.device) -> bool:
-    """Whether a config's 2D network runs channels-last (CUDA only, ``train.channels_last``)."""
+    """Whether a config's 2D network runs channels-last (``train.channels_last``, not on mps).
+
+    NHWC convolutions are faster on CUDA and with oneDNN on the CPU (a 2D U-Net training
+    step: 0.73 s -> 0.52 s fp32, 0.31 s -> 0.26 s bf16 on a 2-core AMD EPYC).
+    """
     return (
         spatial_dims(config["model"]["name"]) == 2
-        and device.type == "cuda"
+        and device.type in ("cuda", "cpu")
         and bool(config.get("train", {}).get("channels_last", True))
     )
 
@@ -466,9 +470,9 @@ def build_model_from_config(
 ) -> nn.Module:
     """The config's network on ``device``, in the memory layout that is fastest there.
 
-    2D networks on CUDA are channels-last (see :func:`channels_last_inputs`); 3D networks
-    on a CPU are channels-last-3d (NDHWC), which makes 3D convolutions, their backward
-    pass above all, several times faster there.
+    2D networks are channels-last (see :func:`channels_last_inputs`); 3D networks on a
+    CPU are channels-last-3d (NDHWC), which makes 3D convolutions, their backward pass
+    above all, several times faster there.
 
     Args:
         config: A training config (``model`` and ``data`` sections are read).

@@ -57,6 +57,12 @@ __all__ = [
     "plot_patch_centres",
     "plot_sliding_window",
     "plot_dice_comparison",
+    "plot_metric_distributions",
+    "plot_subject_heatmap",
+    "plot_error_triplanar",
+    "draw_error_grid",
+    "plot_lr_schedule",
+    "plot_dice_vs_minutes",
 ]
 
 #: Split -> colour map name; each subject gets its own shade of its split's colour.
@@ -723,3 +729,194 @@ def plot_dice_comparison(
     if title:
         ax.set_title(title)
     return ax.figure  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def plot_metric_distributions(
+    scores: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95"), by: str = "name"
+) -> Figure:
+    """Per-subject scores of every predictor, per tissue: boxes with the subjects as dots.
+
+    Args:
+        scores: Rows ``by, subject, tissue`` and the metric columns, e.g. from
+            :func:`ibsr_helpers.evaluation.evaluate_runs` with ``hd=True``.
+        metrics: Columns to draw, one panel each (``dice``, ``hd``, ``hd95``, ``avd``).
+        by: The column naming the predictors.
+
+    Returns:
+        A figure with one panel per metric; predictors on the x axis, tissues as hues.
+    """
+    import seaborn as sns
+
+    metrics = [m for m in metrics if m in scores.columns]
+    if scores.empty or not metrics:
+        raise IBSRError("no scores to plot (need per-subject rows with metric columns)")
+    units = {"dice": "Dice", "hd": "HD (mm)", "hd95": "HD95 (mm)", "avd": "AVD (%)"}
+    palette = {t: LABEL_COLORS[v] for v, t in enumerate(TISSUES, start=1)}
+    order = list(dict.fromkeys(scores[by]))
+    width = max(6.0, 0.9 * len(order) + 2)
+    fig = Figure(figsize=(width, 3.4 * len(metrics)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(metrics), 1, sharex=True))
+    for ax, metric in zip(axes, metrics, strict=True):
+        common = {"data": scores, "x": by, "y": metric, "hue": "tissue", "order": order}
+        common |= {"hue_order": list(TISSUES), "palette": palette, "ax": ax}
+        sns.boxplot(**common, fliersize=0, linewidth=0.8, saturation=1.0)
+        sns.stripplot(**common, dodge=True, size=3, color="k", legend=False)
+        ax.set_ylabel(units.get(metric, metric))
+        ax.set_xlabel("")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="best", fontsize=8, ncol=3)
+    axes[-1].tick_params(axis="x", labelrotation=20)
+    return fig
+
+
+def plot_subject_heatmap(scores: pd.DataFrame, by: str = "name") -> Figure:
+    """Mean Dice per validation subject and predictor: which brains are hard for everyone.
+
+    Args:
+        scores: Rows ``by, subject, tissue, dice``.
+        by: The column naming the predictors.
+
+    Returns:
+        A seaborn heatmap, subjects as rows (hardest first), predictors as columns.
+    """
+    import seaborn as sns
+
+    table = scores.groupby(["subject", by], sort=False)["dice"].mean().unstack(by)
+    table = table[list(dict.fromkeys(scores[by]))]
+    table = table.loc[table.mean(axis=1).sort_values().index]
+    fig = Figure(
+        figsize=(max(5.0, 0.9 * table.shape[1] + 2.5), 0.45 * len(table) + 1.8),
+        layout="constrained",
+    )
+    ax = fig.subplots()
+    sns.heatmap(
+        table, annot=True, fmt=".3f", cmap="viridis", cbar_kws={"label": "mean Dice"}, ax=ax
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel("validation subject (hardest first)")
+    ax.tick_params(axis="x", labelrotation=20)
+    return fig
+
+
+def plot_error_triplanar(
+    volume: Volume, prediction: np.ndarray, slices: Sequence[int] | None = None, alpha: float = 0.45
+) -> Figure:
+    """Ground truth, prediction and errors, in three planes: a 3 x 3 grid.
+
+    Args:
+        volume: The labelled raw subject (any orientation; shown in RAS).
+        prediction: ``(X, Y, Z)`` labels on the volume's own grid.
+        slices: ``(x, y, z)`` slice indices in RAS order (default: the middle).
+        alpha: Label opacity.
+
+    Returns:
+        Rows: sagittal, coronal, axial; columns: ground truth, prediction, errors
+        (misclassified voxels in red, with their count on the slice).
+    """
+    if volume.label is None:
+        raise IBSRError(f"{volume.id} has no ground truth to compare with")
+    img, lab, sp, _ = unpack_volume(volume, None, None)
+    pred = check_same_shape(img, unpack_volume(volume, prediction, None)[1], "prediction")
+    fig = Figure(figsize=(10.5, 10.5), layout="constrained")
+    draw_error_grid(fig, img, lab, pred, sp, slices, alpha)
+    fig.suptitle(volume.id)
+    return fig
+
+
+def draw_error_grid(
+    fig: Figure,
+    image: np.ndarray,
+    label: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float],
+    slices: Sequence[int] | None = None,
+    alpha: float = 0.45,
+) -> None:
+    """Fill ``fig`` with the 3 x 3 grid of :func:`plot_error_triplanar` (RAS arrays).
+
+    Shared with :class:`ibsr_helpers.viewer.CompareViewer`, which redraws it on every
+    widget change.
+    """
+    idx = [n // 2 for n in image.shape] if slices is None else [int(i) for i in slices]
+    window = intensity_window(image)
+    axes = fig.subplots(3, 3)
+    for row, plane in zip(axes, PLANES, strict=True):
+        i = idx[PLANE_AXIS[plane]]
+        grey = slice_plane(image, plane, i)
+        truth, pred = slice_plane(label, plane, i), slice_plane(prediction, plane, i)
+        title = f"ground truth · {plane} {i}"
+        draw_slice(row[0], overlay(grey, truth, alpha, window), image.shape, spacing, plane, title)
+        draw_slice(
+            row[1], overlay(grey, pred, alpha, window), image.shape, spacing, plane, "prediction"
+        )
+        wrong = truth != pred
+        rgb = overlay(grey, None, 0.0, window).copy()
+        rgb[wrong] = (1.0, 0.0, 0.0)
+        draw_slice(row[2], rgb, image.shape, spacing, plane, f"errors ({int(wrong.sum())} voxels)")
+    fig.legend(handles=legend_handles(), loc="outside lower center", ncol=3, frameon=False)
+
+
+def plot_lr_schedule(config: Mapping, ax: Axes | None = None) -> Figure:
+    """The learning rate over a run's steps: linear warm-up, then cosine decay.
+
+    Args:
+        config: A training config (``optim`` and ``train`` sections).
+        ax: Axes to draw in (default: a new figure).
+
+    Returns:
+        The figure; epochs are marked on the top axis.
+    """
+    from ibsr_helpers.training import lr_lambda
+
+    steps, epochs = int(config["train"]["steps_per_epoch"]), int(config["train"]["epochs"])
+    o = config["optim"]
+    factor = lr_lambda(
+        epochs * steps, int(float(o["warmup_epochs"]) * steps), float(o["min_lr"]) / float(o["lr"])
+    )
+    x = np.arange(epochs * steps)
+    if ax is None:
+        fig = Figure(figsize=(7, 3), layout="constrained")
+        ax = fig.subplots()
+    ax.plot(x, [float(o["lr"]) * factor(int(s)) for s in x], color="k")
+    ax.set(
+        xlabel="training step",
+        ylabel="learning rate",
+        title=f"{config.get('name', '')}: warm-up then cosine",
+    )
+    top = ax.secondary_xaxis("top", functions=(lambda s: s / steps, lambda e: e * steps))
+    top.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    return ax.figure  # type: ignore[return-value]
+
+
+def plot_dice_vs_minutes(curve: pd.DataFrame, title: str | None = None) -> Figure:
+    """What CPU time buys: validation Dice (and HD95) against training minutes, per recipe.
+
+    Args:
+        curve: Rows ``recipe, minutes, mean_dice`` and optionally ``hd95`` (mm), e.g.
+            ``benchmarks/dice_vs_minutes.csv``.
+        title: Figure title (say the date and hardware of the run).
+
+    Returns:
+        One panel (two with ``hd95``).
+    """
+    import seaborn as sns
+
+    panels = ["mean_dice"] + (["hd95"] if "hd95" in curve.columns else [])
+    fig = Figure(figsize=(5.5 * len(panels), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, column in zip(axes, panels, strict=True):
+        sns.lineplot(data=curve, x="minutes", y=column, hue="recipe", marker="o", ax=ax)
+        ax.set(
+            xlabel="training time (CPU minutes)",
+            ylabel="validation mean Dice"
+            if column == "mean_dice"
+            else "HD95, mean of tissues (mm)",
+        )
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -386,11 +386,11 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
         )
     affine = torch.as_tensor(np.asarray(volume.affine, dtype=np.float64))
     data: dict[str, Any] = {
-        "image": MetaTensor(volume.image[None], affine=affine),
+        "image": MetaTensor(np.ascontiguousarray(volume.image)[None], affine=affine),
         "brain": MetaTensor(brain[None].astype(np.uint8), affine=affine),
     }
     if volume.label is not None:
-        data["label"] = MetaTensor(volume.label[None], affine=affine)
+        data["label"] = MetaTensor(np.ascontiguousarray(volume.label)[None], affine=affine)
     source_spacing = _reoriented_spacing(volume.affine, spec.orientation)
     resample = spec.needs_resampling(source_spacing)
     transform = _transform(spec, resample)
@@ -477,7 +477,8 @@ def reorient(
     affine = torch.as_tensor(np.asarray(volume.affine, dtype=np.float64))
 
     def apply(array: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(turn(MetaTensor(array[None], affine=affine))[0].numpy())
+        tensor = MetaTensor(np.ascontiguousarray(array)[None], affine=affine)
+        return np.ascontiguousarray(turn(tensor)[0].numpy())
 
     label = None if volume.label is None else apply(volume.label)
     return apply(volume.image), label, _reoriented_spacing(volume.affine, orientation)

@@ -68,6 +68,7 @@ __all__ = [
     "build_train_step",
     "config_difference",
     "lr_lambda",
+    "run_folder",
     "train",
     "validate",
 ]
@@ -670,6 +671,18 @@ class Trainer:
         return TrainResult(
             self.out_dir, self.history, self.best, self.best_epoch, time.time() - start_time
         )
+
+
+def run_folder(runs_dir: str | Path, config: dict[str, Any], variant: str = "") -> Path:
+    """The folder a config trains into by default: ``runs/<name>[-variant]-<profile>[-seedN]``.
+
+    ``ibsr-seg train`` and every notebook name their runs this way, so notebook 06 finds
+    what notebooks 03–05 trained.
+    """
+    seed = int(config.get("seed", 0))
+    parts = [str(config["name"]), variant, str(config.get("profile") or "custom")]
+    name = "-".join(p for p in parts if p) + (f"-seed{seed}" if seed else "")
+    return Path(runs_dir) / name
 
 
 def train(

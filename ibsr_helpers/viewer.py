@@ -1,9 +1,13 @@
-"""An interactive slice viewer built from ipywidgets and matplotlib only.
+"""Interactive viewers built from ipywidgets and matplotlib only: one volume, or many predictions.
 
 It works wherever ipywidgets does (Jupyter, VS Code, Colab), headless included: each
 view is drawn on a matplotlib Agg canvas (no pyplot state) and sent to an
 ``ipywidgets.Image`` as PNG. Planes follow :mod:`ibsr_helpers.display` (RAS voxel order,
 head upright, neurological left/right, true millimetre aspect).
+
+:class:`SliceViewer` browses one volume (with a label, or two side by side);
+:class:`CompareViewer` puts ground truth, prediction and errors side by side in three
+planes, with a dropdown over subjects and one over models.
 
 Example:
     >>> from ibsr_helpers.viewer import view
@@ -17,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -41,7 +45,7 @@ from ibsr_helpers.display import (
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import check_spacing
 
-__all__ = ["SliceViewer", "view"]
+__all__ = ["SliceViewer", "CompareViewer", "view"]
 
 _PANEL_IN = 4.0  # longest side of a slice panel, inches
 _GAP_IN = 0.15  # space around panels
@@ -285,3 +289,121 @@ def view(
         kwargs["compare"] = unpack_volume(image, kwargs["compare"], spacing)[1]
     kwargs.setdefault("title", vol_title)
     return SliceViewer(img, lab, sp, **kwargs)
+
+
+class CompareViewer:
+    """Ground truth | prediction | errors, in three planes, for any subject and model.
+
+    Widgets: a subject and a model dropdown, one slider per plane (the slice shown in
+    that plane; all three meet at one voxel) and the label opacity. The 3 x 3 grid is the
+    figure of :func:`ibsr_helpers.plots.plot_error_triplanar`, redrawn on every change.
+
+    Args:
+        volumes: Labelled raw subjects (any orientation; shown in RAS).
+        predictions: Model name -> subject id -> ``(X, Y, Z)`` labels on that subject's
+            grid (e.g. ``inference.predict_volume(run, volume)[0]``).
+        alpha: Initial label opacity.
+        dpi: Resolution of the drawn PNG.
+
+    Raises:
+        IBSRError: If no subject has both a label and a prediction of every model.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[Volume],
+        predictions: Mapping[str, Mapping[str, np.ndarray]],
+        alpha: float = 0.45,
+        dpi: int = 60,
+    ) -> None:
+        self.volumes = {
+            v.id: v
+            for v in volumes
+            if v.label is not None and all(v.id in p for p in predictions.values())
+        }
+        if not self.volumes or not predictions:
+            raise IBSRError("nothing to compare: give labelled volumes and a prediction of each")
+        self.predictions = predictions
+        self.dpi = dpi
+        self._ras: dict[tuple[str, str], tuple] = {}
+        first = next(iter(self.volumes))
+        self.subject_widget = widgets.Dropdown(
+            options=list(self.volumes), value=first, description="subject"
+        )
+        self.model_widget = widgets.Dropdown(options=list(predictions), description="model")
+        shape = self._arrays()[0].shape
+        self.slice_widgets = [
+            widgets.IntSlider(
+                value=n // 2, min=0, max=n - 1, description=p, continuous_update=False
+            )
+            for n, p in zip(shape, PLANES, strict=True)
+        ]
+        self.alpha_widget = widgets.FloatSlider(
+            value=alpha, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=False
+        )
+        self.image_widget = widgets.Image(format="png")
+        self.subject_widget.observe(self._on_subject, names="value")
+        for w in (self.model_widget, *self.slice_widgets, self.alpha_widget):
+            w.observe(lambda _: self.update(), names="value")
+        self._box = widgets.VBox(
+            [
+                widgets.HBox([self.subject_widget, self.model_widget, self.alpha_widget]),
+                widgets.HBox(self.slice_widgets),
+                self.image_widget,
+            ]
+        )
+        self.update()
+
+    @property
+    def widget(self) -> widgets.VBox:
+        """The ipywidgets container."""
+        return self._box
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """RAS image, label, prediction and spacing of the current subject and model."""
+        sid, model = self.subject_widget.value, self.model_widget.value
+        vol = self.volumes[sid]
+        if (sid, "") not in self._ras:
+            self._ras[(sid, "")] = unpack_volume(vol, None, None)
+        if (sid, model) not in self._ras:
+            pred = self.predictions[model][sid]
+            self._ras[(sid, model)] = unpack_volume(vol, np.asarray(pred), None)
+        img, lab, sp, _ = self._ras[(sid, "")]
+        return img, lab, self._ras[(sid, model)][1], sp
+
+    def _on_subject(self, change: dict) -> None:
+        shape = self._arrays()[0].shape
+        for w, n in zip(self.slice_widgets, shape, strict=True):
+            w.unobserve_all()
+            w.max, w.value = n - 1, n // 2
+            w.observe(lambda _: self.update(), names="value")
+        self.update()
+
+    def figure(self) -> Figure:
+        """The current view on a new Agg figure."""
+        from ibsr_helpers.plots import draw_error_grid
+
+        img, lab, pred, sp = self._arrays()
+        fig = Figure(figsize=(9, 9.4), dpi=self.dpi, layout="constrained")
+        FigureCanvasAgg(fig)
+        slices = [w.value for w in self.slice_widgets]
+        draw_error_grid(fig, img, lab, pred, sp, slices, self.alpha_widget.value)
+        fig.suptitle(f"{self.subject_widget.value} · {self.model_widget.value}")
+        return fig
+
+    def render(self) -> np.ndarray:
+        """The current view as an ``(H, W, 3)`` uint8 RGB array."""
+        fig = self.figure()
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+    def update(self) -> None:
+        """Redraw into the image widget."""
+        buf = io.BytesIO()
+        PILImage.fromarray(self.render()).save(buf, format="PNG", compress_level=1)
+        self.image_widget.value = buf.getvalue()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._box)

@@ -81,3 +81,25 @@ def test_demo_data_command(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "not IBSR18" in r.stdout
     assert {s.split for s in discover(tmp_path / "demo")} == {"train", "val", "test"}
+
+
+def test_evaluate_writes_the_report_and_applies_postprocessing(any_root, tmp_path):
+    ids = _label_copy(any_root, tmp_path / "pred")
+    report = tmp_path / "report"
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(any_root)]
+    r = ibsr_seg(*args, "--report", str(report), "--postprocess", "mask")
+    assert r.returncode == 0, r.stderr
+    text = (report / "results.md").read_text()
+    assert "post-processing**: mask" in text and "ibsr-seg evaluate" in text
+    table = pd.read_csv(report / "results.csv", index_col=0)
+    assert table.loc["pred", "subjects"] == len(ids)
+    # the labels hold voxels where the skull-stripped image is 0: masking them costs Dice
+    assert 0.98 < table.loc["pred", "mean Dice"] <= 1.0
+
+
+def test_bad_postprocessing_is_one_line(tmp_path):
+    r = ibsr_seg(
+        "evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--postprocess", "blur"
+    )
+    assert r.returncode == 2 and "unknown post-processing 'blur'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -68,7 +68,7 @@ def test_patch_samplers_give_patches_and_reseed(cropped, sampler):
     torch.testing.assert_close(item["image"], again["image"])  # re-seeding reproduces
 
 
-N_CENTRES, PATCH = 900, 32
+N_CENTRES, PATCH = 900, 16
 
 
 def _centre_classes(crops, sampler: str, **kw) -> tuple[np.ndarray, np.ndarray]:

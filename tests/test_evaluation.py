@@ -272,3 +272,88 @@ def test_evaluate_runs_needs_labels_and_runs():
     unlabelled = data.Volume(vol.subject, vol.image, None, None)
     with pytest.raises(IBSRError, match="no label"):
         E.evaluate_runs({"wm": _brain_run(3)}, [unlabelled])
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _scores(name: str, base: float) -> pd.DataFrame:
+    rows = []
+    for i, sid in enumerate(["S_1", "S_2"]):
+        for j, tissue in enumerate(data.TISSUES):
+            d = base + 0.1 * i + 0.01 * j
+            rows.append(
+                {
+                    "name": name,
+                    "subject": sid,
+                    "tissue": tissue,
+                    "dice": d,
+                    "hd": 10.0 + i,
+                    "hd95": 3.0 + 2 * i,
+                    "avd": 5.0 * (j + 1),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_results_table_one_row_per_predictor(tmp_path):
+    scores = pd.concat([_scores("b", 0.7), _scores("a", 0.8)], ignore_index=True)
+    table = E.results_table(scores)
+    assert list(table.index) == ["b", "a"]
+    assert table.loc["a", "Dice GM"] == pytest.approx(0.86)
+    assert table.loc["a", "mean Dice"] == pytest.approx(0.86)
+    assert table.loc["a", "sd"] == pytest.approx(0.1 / math.sqrt(2))
+    assert table.loc["a", "HD95 CSF"] == pytest.approx(4.0) and table.loc["b", "AVD WM"] == 15
+    assert (table["subjects"] == 2).all()
+    csv, md = E.write_results(
+        table, tmp_path / "reports", {"date": "2026-11-25", "hardware": "cpu"}
+    )
+    back = pd.read_csv(csv, index_col=0)
+    assert list(back.index) == ["b", "a"] and back.loc["a", "mean Dice"] == pytest.approx(0.86)
+    text = md.read_text()
+    assert "- **date**: 2026-11-25" in text and "| a " in text and "**0.860** ± 0.071" in text
+    assert "4.0 / 4.0 / 4.0" in text  # HD95 CSF / GM / WM
+
+
+def test_postprocessing_is_chosen_tissue_by_tissue():
+    from ibsr_helpers.postprocessing import PostProcessing
+
+    truth = np.zeros((20, 20, 20), np.uint8)
+    truth[4:16, 4:16, 4:16] = 3
+    truth[2:4, 4:16, 4:16] = 1  # CSF: one slab ...
+    truth[16:18, 4:16, 4:16] = 1  # ... and another: two pieces
+    seg = truth.copy()
+    seg[8:10, 8:10, 8:10] = 1  # a false CSF island inside WM
+    subject = data.Subject("S_1", "val", None, None, (1, 1, 1), truth.shape)
+    img = np.where(truth > 0, 50.0, 0.0).astype(np.float32)
+    vol = data.Volume(subject, img, truth, nib.Nifti1Image(img, np.eye(4)))
+    candidates = {
+        "none": PostProcessing(),
+        "largest CSF": PostProcessing(largest=("CSF",)),
+        "CSF >= 20": PostProcessing(min_size={"CSF": 20}),
+        "largest WM": PostProcessing(largest=("WM",)),
+    }
+    scores = E.evaluate_postprocessing({"S_1": seg}, [vol], candidates, hd=False)
+    table = E.dice_table(scores)
+    # keeping the largest CSF piece loses a real slab; dropping small pieces removes the island
+    assert (
+        table.loc["largest CSF", "CSF"] < table.loc["none", "CSF"] < table.loc["CSF >= 20", "CSF"]
+    )
+    chosen = E.choose_postprocessing(scores, candidates)
+    assert chosen == PostProcessing(min_size={"CSF": 20})
+
+
+def test_check_predictions_compares_each_file_with_its_image(tmp_path):
+    images, preds = tmp_path / "images", tmp_path / "preds"
+    ref = _reference_image()
+    (images / "DEMO_05").mkdir(parents=True)
+    nib.save(ref, str(images / "DEMO_05" / "DEMO_05.nii.gz"))
+    save_segmentation(_small_labels(5), ref, preds / "DEMO_05_seg.nii.gz")
+    check = E.check_predictions(preds, images)
+    assert check.drop(columns="subject").all().all()
+    nib.save(nib.Nifti1Image(_small_labels(5), np.eye(4)), str(preds / "DEMO_05_seg.nii.gz"))
+    check = E.check_predictions(preds, images)
+    assert not check.loc[0, "affine"] and not check.loc[0, "shape"]
+    with pytest.raises(IBSRError, match="no image"):
+        save_segmentation(_small_labels(6), ref, preds / "DEMO_06_seg.nii.gz")
+        E.check_predictions(preds, images)

@@ -364,3 +364,66 @@ def test_plot_dice_comparison_bars():
     assert heights == sorted(round(v, 3) for v in table.to_numpy().ravel())
     with pytest.raises(IBSRError):
         plots.plot_dice_comparison(pd.DataFrame())
+
+
+# --------------------------------------------------------------------------- evaluation figures
+
+
+def _long_scores() -> pd.DataFrame:
+    rows = []
+    for name, base in (("a", 0.8), ("b", 0.9)):
+        for k, sid in enumerate(("S_1", "S_2", "S_3")):
+            for t in ("CSF", "GM", "WM"):
+                rows.append(
+                    {
+                        "name": name,
+                        "subject": sid,
+                        "tissue": t,
+                        "dice": base - 0.05 * k,
+                        "hd95": 2.0 + k,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_metric_distributions_and_subject_heatmap():
+    scores = _long_scores()
+    fig = plots.plot_metric_distributions(scores, ("dice", "hd95"))
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "HD95 (mm)"
+    heat = plots.plot_subject_heatmap(scores)
+    ax = heat.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["S_3", "S_2", "S_1"]  # hardest first
+    with pytest.raises(IBSRError):
+        plots.plot_metric_distributions(scores.iloc[:0])
+
+
+def test_error_triplanar_counts_the_errors(volumes):
+    vol = volumes[0]
+    pred = vol.label.copy()
+    pred[10, 4, :] = 0  # a row of errors through the middle slices
+    fig = plots.plot_error_triplanar(vol, pred)
+    assert len([ax for ax in fig.axes if ax.images]) == 9
+    titles = [ax.get_title() for ax in fig.axes]
+    wrong = int((pred[10, 4, :] != vol.label[10, 4, :]).sum())
+    assert f"errors ({wrong} voxels)" in titles  # the sagittal slice x = 10 shows them all
+
+
+def test_lr_schedule_and_dice_vs_minutes():
+    from ibsr_helpers.config import load_config
+
+    cfg = load_config(
+        {"train": {"epochs": 4, "steps_per_epoch": 10}, "optim": {"warmup_epochs": 1}}, None
+    )
+    line = plots.plot_lr_schedule(cfg).axes[0].lines[0]
+    y = line.get_ydata()
+    assert len(y) == 40 and np.argmax(y) == 9 and y[-1] < y[9] / 100
+    curve = pd.DataFrame(
+        {
+            "recipe": ["2D"] * 3,
+            "minutes": [5, 15, 30],
+            "mean_dice": [0.9, 0.92, 0.93],
+            "hd95": [5, 4, 3],
+        }
+    )
+    fig = plots.plot_dice_vs_minutes(curve, title="t")
+    assert len(fig.axes) == 2 and fig.get_suptitle() == "t"

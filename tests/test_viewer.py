@@ -209,3 +209,27 @@ def test_real_subject_in_every_plane(any_root):
     before = v.render()
     v.alpha = 0.0
     assert not np.array_equal(v.render(), before)
+
+
+def test_compare_viewer_switches_subject_model_and_slices(image, label):
+    from ibsr_helpers.viewer import CompareViewer
+
+    a = make_volume(image, label, np.diag([*SPACING, 1.0]))
+    b = make_volume(image[::-1].copy(), label[::-1].copy(), np.diag([-1.0, 1.5, 1.0, 1.0]))
+    b.subject = Subject("IBSR_98", "val", Path("x"), Path("y"), SPACING, SHAPE)
+    wrong = np.where(label > 0, 1, 0).astype(np.uint8)
+    v = CompareViewer(
+        [a, b],
+        {"perfect": {a.id: label, b.id: label[::-1]}, "all CSF": {a.id: wrong, b.id: wrong[::-1]}},
+    )
+    first = v.render()
+    assert first.ndim == 3 and bytes(v.image_widget.value)[:4] == b"\x89PNG"
+    v.model_widget.value = "all CSF"
+    assert not np.array_equal(v.render(), first)
+    v.model_widget.value = "perfect"
+    v.subject_widget.value = "IBSR_98"  # stored LAS: shown RAS, so the same picture
+    np.testing.assert_array_equal(v.render()[40:], first[40:])  # below the title
+    v.slice_widgets[1].value = 2
+    assert not np.array_equal(v.render()[40:], first[40:])
+    with pytest.raises(IBSRError, match="nothing to compare"):
+        CompareViewer([a], {"m": {}})

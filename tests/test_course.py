@@ -1,0 +1,73 @@
+"""The course as a whole: repository address in one place, the grading folder, the README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ibsr_helpers import course
+from ibsr_helpers.errors import IBSRError
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_every_notebook_names_the_repository_of_pyproject():
+    repo = course.repository(ROOT)
+    assert repo.count("/") == 1
+    assert course.sync_repository(check=True) == [], "run: ibsr-seg notebooks --sync-repository"
+    for path in course.notebook_paths():
+        head = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"][:3])
+        assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in head
+        assert f'REPO = "{repo}"' in head
+
+
+def test_sync_repository_rewrites_badge_and_clone(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    src = course.notebook_paths()[0]
+    copy = folder / src.name
+    copy.write_text(src.read_text().replace(course.repository(), "someone/elsewhere"))
+    assert course.sync_repository(folder, check=True) == [copy]
+    assert course.sync_repository(folder) == [copy]
+    assert "someone/elsewhere" not in copy.read_text()
+    assert course.sync_repository(folder, check=True) == []
+
+
+def test_update_readme_puts_the_results_between_the_markers(tmp_path):
+    reports = tmp_path / "reports"
+    (reports / "figures").mkdir(parents=True)
+    (reports / "results.md").write_text("- **date**: today\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    (reports / "figures" / "dice_boxplot.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
+    written = course.update_readme(reports, readme, tmp_path / "images")
+    text = readme.read_text()
+    assert "old" not in text and "| 1 | 2 |" in text and text.endswith("after\n")
+    assert (tmp_path / "images" / "dice_boxplot.png").read_bytes() == b"png"
+    assert len(written) == 2
+    readme.write_text("no markers")
+    with pytest.raises(IBSRError, match="markers"):
+        course.update_readme(reports, readme, tmp_path / "images")
+    with pytest.raises(IBSRError, match="no results.md"):
+        course.update_readme(tmp_path / "nothing", readme)
+
+
+def test_export_html(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("1 + 1")]
+    path = tmp_path / "07_demo.ipynb"
+    nbformat.write(nb, str(path))
+    html = course.export_html(path, tmp_path / "html")
+    assert html.name == "07_demo.html" and "Title" in html.read_text()
+
+
+def test_course_models_name_real_configs():
+    from ibsr_helpers.config import load_config
+
+    for name, (stem, overrides, _, notebook) in course.COURSE_MODELS.items():
+        load_config(ROOT / "configs" / f"{stem}.yaml", "quick", list(overrides))
+        assert notebook in {"03", "04", "05", "06"}, name
