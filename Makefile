@@ -6,6 +6,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 REPORTS ?= reports
+# Optional: a wheel index for torch, e.g. the CPU-only builds (a few hundred MB instead of
+# several GB of CUDA wheels on Linux):  make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install course test test-fast acceptance lint lab readme-results clean-runs help
 
@@ -20,6 +23,7 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet -c constraints.txt torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lab]"
 	@touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""Training configurations: YAML files with ``quick`` / ``full`` profiles and overrides.
+"""Training configurations: YAML files with quick / cpu / full / smoke profiles and overrides.
 
 A config file holds a base configuration and a ``profiles`` mapping; the chosen profile
 is deep-merged over the base, then ``--set key.sub=value`` overrides are applied (values
@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "precision": "auto",  # auto | fp32 | bf16 | fp16 (see ibsr_helpers.environment)
         "channels_last": True,  # 2D models, NHWC memory layout (CUDA and CPU)
         "max_val_subjects": None,  # validate on the first N validation subjects only
+        "val_hd95": False,  # also score HD95 at each validation (about 1 s per subject)
     },
     "inference": {"overlap": 0.5, "sw_batch_size": 4, "tta": False, "batch_size": 16},
 }

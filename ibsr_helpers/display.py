@@ -34,6 +34,7 @@ from ibsr_helpers.preprocessing import PLANE_AXIS, reorient
 
 __all__ = [
     "LABEL_COLORS",
+    "TISSUE_COLORS",
     "PLANES",
     "PLANE_DISPLAY",
     "label_lut",
@@ -54,6 +55,8 @@ __all__ = [
 
 #: Label value -> colour (Okabe-Ito, colour-blind safe). Background has no colour.
 LABEL_COLORS: dict[int, str] = {1: "#56B4E9", 2: "#D55E00", 3: "#F0E442"}
+#: Tissue name -> its colour, for seaborn palettes.
+TISSUE_COLORS: dict[str, str] = {LABELS[v]: c for v, c in LABEL_COLORS.items()}
 #: Plane names, in the order figures show them.
 PLANES: tuple[str, ...] = ("sagittal", "coronal", "axial")
 #: Plane -> (horizontal axis, vertical axis) of the displayed slice.

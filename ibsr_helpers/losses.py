@@ -1,4 +1,4 @@
-"""Loss factory: MONAI's Dice, focal and Dice + focal losses, set up for label maps.
+"""Loss factory: MONAI's Dice, focal, Dice + focal and Dice + cross-entropy losses, for label maps.
 
 Every loss takes the network's raw logits ``(B, C, *spatial)`` (softmax is applied inside)
 and integer labels, either ``(B, 1, *spatial)`` (MONAI's layout) or ``(B, *spatial)``;
@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss
 from torch import nn
 
 from ibsr_helpers.errors import IBSRError
 
 __all__ = ["LOSS_NAMES", "SegmentationLoss", "build_loss"]
 
-LOSS_NAMES: tuple[str, ...] = ("dice", "focal", "dicefocal")
+LOSS_NAMES: tuple[str, ...] = ("dice", "focal", "dicefocal", "dicece")
 
 
 class SegmentationLoss(nn.Module):
@@ -99,7 +99,8 @@ def build_loss(
 
     ``dice`` is MONAI's ``DiceLoss``; ``focal`` its ``FocalLoss`` with a softmax (the
     multi-class focal loss, ``gamma=2``); ``dicefocal`` its ``DiceFocalLoss``, the sum of a
-    softmax Dice loss and MONAI's per-class (sigmoid) focal loss.
+    softmax Dice loss and MONAI's per-class (sigmoid) focal loss; ``dicece`` its
+    ``DiceCELoss``, a softmax Dice loss plus cross-entropy (nnU-Net's choice).
 
     Args:
         name: One of ``LOSS_NAMES``.
@@ -136,8 +137,16 @@ def build_loss(
         settings["use_softmax"] = True
     else:
         settings["softmax"] = True
+    if name == "dicece" and weights is not None:
+        settings.pop("weight")  # DiceCELoss takes the class weights for its CE term only
+        settings["weight"] = torch.tensor(weights)
     settings.update(kwargs)
-    loss_class = {"dice": DiceLoss, "focal": FocalLoss, "dicefocal": DiceFocalLoss}[name]
+    loss_class = {
+        "dice": DiceLoss,
+        "focal": FocalLoss,
+        "dicefocal": DiceFocalLoss,
+        "dicece": DiceCELoss,
+    }[name]
     try:
         loss = loss_class(**settings)
     except (TypeError, ValueError) as exc:

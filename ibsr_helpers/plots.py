@@ -22,6 +22,7 @@ from ibsr_helpers.display import (
     LABEL_COLORS,
     PLANE_DISPLAY,
     PLANES,
+    TISSUE_COLORS,
     check_image,
     check_plane,
     check_same_shape,
@@ -234,7 +235,6 @@ def plot_tissue_volumes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     if ax is None:
         fig = Figure(figsize=(10, 4), layout="constrained")
         ax = fig.add_subplot()
-    palette = {LABELS[v]: LABEL_COLORS[v] for v in LABEL_COLORS}
     sns.barplot(
         data=df,
         x="subject",
@@ -242,7 +242,7 @@ def plot_tissue_volumes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
         hue="tissue",
         order=order,
         hue_order=list(TISSUES),
-        palette=palette,
+        palette=TISSUE_COLORS,
         saturation=1.0,
         ax=ax,
     )
@@ -706,7 +706,7 @@ def plot_dice_comparison(
     if ax is None:
         fig = Figure(figsize=(max(5.0, 1.6 * len(table) + 2), 3.6), layout="constrained")
         ax = fig.subplots()
-    palette = {t: LABEL_COLORS[v] for v, t in enumerate(TISSUES, start=1)} | {"mean": "0.3"}
+    palette = TISSUE_COLORS | {"mean": "0.3"}
     sns.barplot(
         data=long,
         x="predictor",
@@ -754,14 +754,13 @@ def plot_metric_distributions(
     if scores.empty or not metrics:
         raise IBSRError("no scores to plot (need per-subject rows with metric columns)")
     units = {"dice": "Dice", "hd": "HD (mm)", "hd95": "HD95 (mm)", "avd": "AVD (%)"}
-    palette = {t: LABEL_COLORS[v] for v, t in enumerate(TISSUES, start=1)}
     order = list(dict.fromkeys(scores[by]))
     width = max(6.0, 0.9 * len(order) + 2)
     fig = Figure(figsize=(width, 3.4 * len(metrics)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(len(metrics), 1, sharex=True))
     for ax, metric in zip(axes, metrics, strict=True):
         common = {"data": scores, "x": by, "y": metric, "hue": "tissue", "order": order}
-        common |= {"hue_order": list(TISSUES), "palette": palette, "ax": ax}
+        common |= {"hue_order": list(TISSUES), "palette": TISSUE_COLORS, "ax": ax}
         sns.boxplot(**common, fliersize=0, linewidth=0.8, saturation=1.0)
         sns.stripplot(**common, dodge=True, size=3, color="k", legend=False)
         ax.set_ylabel(units.get(metric, metric))

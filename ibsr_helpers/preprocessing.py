@@ -84,9 +84,21 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
     return np.asarray(image) > 0
 
 
-def _brain_values(image: np.ndarray, brain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _clipped_brain(
+    image: np.ndarray, brain: np.ndarray | None, percentiles: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The brain mask and its intensities clipped to the percentiles (float32)."""
     brain = brain_mask(image) if brain is None else np.asarray(brain, dtype=bool)
-    return brain, image[brain].astype(np.float32)
+    values = image[brain].astype(np.float32)
+    if values.size:
+        values = np.clip(values, *np.percentile(values, percentiles))
+    return brain, values
+
+
+def _on_brain(shape: tuple[int, ...], brain: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(shape, np.float32)
+    out[brain] = values
+    return out
 
 
 def zscore(
@@ -104,14 +116,10 @@ def zscore(
     Returns:
         float32 array: brain voxels with mean 0 and sd 1 (after clipping), background 0.
     """
-    brain, values = _brain_values(image, brain)
-    if values.size == 0:
-        return np.zeros(image.shape, np.float32)
-    lo, hi = np.percentile(values, percentiles)
-    values = np.clip(values, lo, hi)
-    out = np.zeros(image.shape, np.float32)
-    out[brain] = (values - values.mean()) / max(float(values.std()), 1e-6)
-    return out
+    brain, values = _clipped_brain(image, brain, percentiles)
+    if values.size:
+        values = (values - values.mean()) / max(float(values.std()), 1e-6)
+    return _on_brain(image.shape, brain, values)
 
 
 def minmax(
@@ -129,13 +137,11 @@ def minmax(
     Returns:
         float32 array in [0, 1].
     """
-    brain, values = _brain_values(image, brain)
-    if values.size == 0:
-        return np.zeros(image.shape, np.float32)
-    lo, hi = (float(v) for v in np.percentile(values, percentiles))
-    out = np.zeros(image.shape, np.float32)
-    out[brain] = (np.clip(values, lo, hi) - lo) / max(hi - lo, 1e-6)
-    return out
+    brain, values = _clipped_brain(image, brain, percentiles)
+    if values.size:
+        lo, hi = float(values.min()), float(values.max())
+        values = (values - lo) / max(hi - lo, 1e-6)
+    return _on_brain(image.shape, brain, values)
 
 
 def normalize(image: np.ndarray, method: str, brain: np.ndarray | None = None) -> np.ndarray:

@@ -18,8 +18,10 @@ A run is a sequence of named steps, in the shape of MONAI's engines and their ev
 6. :meth:`Trainer.finish`: ``curves.png``, ``val_overlay.png``, artifacts to MLflow.
 
 :func:`train` runs them all. The run folder holds ``config.json`` (the config as used),
-``history.json``, ``last.pt`` (model, optimiser, scheduler, scaler, epoch, MLflow run id)
-and ``best.pt``; both checkpoints load with ``torch.load(weights_only=True)``.
+``history.json`` (per epoch: loss, learning rate, minutes spent training so far; per
+validation: Dice, and HD95 with ``train.val_hd95``), ``last.pt`` (model, optimiser,
+scheduler, scaler, epoch, MLflow run id) and ``best.pt``; both checkpoints load with
+``torch.load(weights_only=True)``.
 
 A run interrupted at any point (a Colab disconnect) restarts with ``resume=True``: it
 reloads ``last.pt`` and continues the same run, curve and MLflow run. Each epoch draws
@@ -54,7 +56,7 @@ from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import Run, predict_volume
 from ibsr_helpers.layout import TISSUES
 from ibsr_helpers.losses import build_loss
-from ibsr_helpers.metrics import evaluate_segmentation, mean_dice
+from ibsr_helpers.metrics import evaluate_segmentation
 from ibsr_helpers.models import build_model_from_config, channels_last_inputs, spatial_dims
 from ibsr_helpers.preprocessing import Prepared, prepare_for
 from ibsr_helpers.tracking import Tracker, flatten_config
@@ -301,9 +303,13 @@ def build_pipeline(
 
 
 def validate(
-    run: Run, volumes: Sequence[Volume], tta: bool = False, keep_first: bool = False
+    run: Run,
+    volumes: Sequence[Volume],
+    tta: bool = False,
+    keep_first: bool = False,
+    hd95: bool = False,
 ) -> dict[str, Any]:
-    """Per-tissue Dice on whole validation volumes, scored on their own grids.
+    """Per-tissue Dice (and HD95) on whole validation volumes, scored on their own grids.
 
     Args:
         run: The model to score.
@@ -311,25 +317,26 @@ def validate(
         tta: Flip test-time augmentation.
         keep_first: Also return the first volume's segmentation under ``"first_seg"``
             (the training run draws its overlay from it instead of predicting again).
+        hd95: Also score HD95 per tissue (about a second more per volume).
 
     Returns:
         ``{"val_dice_CSF": …, "val_dice_GM": …, "val_dice_WM": …, "val_mean_dice": …}``
-        averaged over the volumes.
+        averaged over the volumes (with ``hd95``, ``val_hd95_<tissue>`` and
+        ``val_mean_hd95`` in mm too).
     """
     was_training = run.model.training
     run.model.eval()
-    per: dict[str, list[float]] = {t: [] for t in TISSUES}
-    means, first = [], None
+    rows, first = [], None
     for v in volumes:
         seg, _ = predict_volume(run, v, tta=tta)
         first = seg if first is None else first
-        m = evaluate_segmentation(seg, v.label, v.spacing, hd=False)
-        for t in TISSUES:
-            per[t].append(m[t]["dice"])
-        means.append(mean_dice(m))
+        rows.append(evaluate_segmentation(seg, v.label, v.spacing, hd=hd95))
     run.model.train(was_training)
-    out: dict[str, Any] = {f"val_dice_{t}": float(np.mean(per[t])) for t in TISSUES}
-    out["val_mean_dice"] = float(np.mean(means))
+    out: dict[str, Any] = {}
+    for metric in ("dice", "hd95") if hd95 else ("dice",):
+        for t in TISSUES:
+            out[f"val_{metric}_{t}"] = float(np.mean([r[t][metric] for r in rows]))
+        out[f"val_mean_{metric}"] = float(np.mean([out[f"val_{metric}_{t}"] for t in TISSUES]))
     if keep_first:
         out["first_seg"] = first
     return out
@@ -432,6 +439,7 @@ class Trainer:
         self.best, self.best_epoch, self.start_epoch = -1.0, -1, 0
         self.best_seg: np.ndarray | None = None
         self.run_id: str | None = None
+        self.train_seconds = 0.0  # time spent in training steps, over resumes too
         self.train_set: list[Prepared] = []
         self.val_set: list[Volume] = []
 
@@ -519,6 +527,7 @@ class Trainer:
         self.start_epoch = int(state["epoch"]) + 1
         self.best, self.best_epoch = float(state["best_dice"]), int(state["best_epoch"])
         self.run_id = state.get("mlflow_run_id") or None
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         if (self.out_dir / "history.json").exists():
             self.history = json.loads((self.out_dir / "history.json").read_text())
 
@@ -529,6 +538,7 @@ class Trainer:
         self.pipeline.set_epoch(epoch)
         epochs = int(self.config["train"]["epochs"])
         losses: list[float] = []
+        start = time.perf_counter()
         bar = tqdm(
             self.pipeline.loader,
             desc=f"epoch {epoch + 1}/{epochs}",
@@ -539,6 +549,7 @@ class Trainer:
         for batch in bar:
             losses.append(self.step(*self.pipeline.to_device(batch)))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        self.train_seconds += time.perf_counter() - start
         return {
             "train_loss": float(np.mean(losses)),
             "lr": float(self.step.scheduler.get_last_lr()[0]),
@@ -550,9 +561,11 @@ class Trainer:
         self.history["epoch"].append(epoch)
         self.history["train_loss"].append(record["train_loss"])
         self.history["lr"].append(record["lr"])
+        self.history.setdefault("minutes", []).append(round(self.train_seconds / 60, 3))
         if (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch == int(tcfg["epochs"]) - 1:
+            run = Run(self.model, self.config, self.out_dir)
             scores = validate(
-                Run(self.model, self.config, self.out_dir), self.val_set, keep_first=True
+                run, self.val_set, keep_first=True, hd95=bool(tcfg.get("val_hd95", False))
             )
             first_seg = scores.pop("first_seg")
             record = {**record, **scores}
@@ -577,6 +590,7 @@ class Trainer:
                 "best_dice": self.best,
                 "best_epoch": self.best_epoch,
                 "mlflow_run_id": self.run_id or "",
+                "train_seconds": self.train_seconds,
             },
             self.out_dir / "last.pt",
         )

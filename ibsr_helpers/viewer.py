@@ -54,7 +54,39 @@ _SUPTITLE_IN = 0.3
 _BOTTOM_IN = 0.4  # room for the legend
 
 
-class SliceViewer:
+class _PictureWidget:
+    """What both viewers share: a figure drawn to PNG in an image widget, shown in a box."""
+
+    image_widget: widgets.Image
+    _box: widgets.Box
+
+    def figure(self) -> Figure:  # pragma: no cover - each viewer draws its own
+        """The current view on a new Agg figure."""
+        raise NotImplementedError
+
+    def render(self) -> np.ndarray:
+        """Draw the current view.
+
+        Returns:
+            ``(H, W, 3)`` uint8 RGB array of the picture the widget shows.
+        """
+        fig = self.figure()
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+    def update(self) -> None:
+        """Redraw and put the PNG in the image widget (called on every widget change)."""
+        buf = io.BytesIO()
+        PILImage.fromarray(self.render()).save(buf, format="PNG", compress_level=1)
+        self.image_widget.value = buf.getvalue()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._box)
+
+
+class SliceViewer(_PictureWidget):
     """Browse a volume slice by slice, with its labels over it.
 
     Widgets: a plane selector (sagittal / coronal / axial), a slice slider whose range
@@ -238,28 +270,6 @@ class SliceViewer:
             fig.suptitle(self.title, y=1 - 0.05 / height, va="top", fontsize=11)
         return fig
 
-    def render(self) -> np.ndarray:
-        """Draw the current view.
-
-        Returns:
-            ``(H, W, 3)`` uint8 RGB array of the picture the widget shows.
-
-        """
-        fig = self.figure()
-        fig.canvas.draw()
-        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-    def update(self) -> None:
-        """Redraw and put the PNG in the image widget (called on every widget change)."""
-        buf = io.BytesIO()
-        PILImage.fromarray(self.render()).save(buf, format="PNG", compress_level=1)
-        self.image_widget.value = buf.getvalue()
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self._box)
-
 
 def view(
     image: np.ndarray | Volume,
@@ -291,7 +301,7 @@ def view(
     return SliceViewer(img, lab, sp, **kwargs)
 
 
-class CompareViewer:
+class CompareViewer(_PictureWidget):
     """Ground truth | prediction | errors, in three planes, for any subject and model.
 
     Widgets: a subject and a model dropdown, one slider per plane (the slice shown in
@@ -390,20 +400,3 @@ class CompareViewer:
         draw_error_grid(fig, img, lab, pred, sp, slices, self.alpha_widget.value)
         fig.suptitle(f"{self.subject_widget.value} · {self.model_widget.value}")
         return fig
-
-    def render(self) -> np.ndarray:
-        """The current view as an ``(H, W, 3)`` uint8 RGB array."""
-        fig = self.figure()
-        fig.canvas.draw()
-        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-    def update(self) -> None:
-        """Redraw into the image widget."""
-        buf = io.BytesIO()
-        PILImage.fromarray(self.render()).save(buf, format="PNG", compress_level=1)
-        self.image_widget.value = buf.getvalue()
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self._box)

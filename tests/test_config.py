@@ -3,15 +3,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ibsr_helpers.config import load_config
 from ibsr_helpers.errors import IBSRError
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+PROFILES = [
+    (path, profile) for path in CONFIGS for profile in yaml.safe_load(path.read_text())["profiles"]
+]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_every_config_has_quick_full_and_smoke_profiles():
+    for path in CONFIGS:
+        assert {"quick", "full", "smoke"} <= set(yaml.safe_load(path.read_text())["profiles"])
+
+
+@pytest.mark.parametrize(("path", "profile"), PROFILES, ids=[f"{p.stem}-{q}" for p, q in PROFILES])
 def test_every_config_loads_and_builds(path, profile):
     from ibsr_helpers.models import build_model_from_config, spatial_dims
 

@@ -29,7 +29,7 @@ def _random_logits(labels: torch.Tensor, seed: int = 1) -> torch.Tensor:
 
 
 def test_loss_names() -> None:
-    assert LOSS_NAMES == ("dice", "focal", "dicefocal")
+    assert LOSS_NAMES == ("dice", "focal", "dicefocal", "dicece")
 
 
 @pytest.mark.parametrize("dims", [2, 3])

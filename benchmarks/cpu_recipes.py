@@ -1,0 +1,149 @@
+"""The CPU recipes: train them, score them and their ensembles, draw Dice against CPU minutes.
+
+Four runs of the ``cpu`` profiles (about 40-45 min each on 2 cores): the 3D patch U-Net
+and the 2D U-Net on each of the three planes. Each is trained as ``ibsr-seg train`` would
+(a finished run in ``--runs`` is reused as it is), then segments the validation subjects
+as ``ibsr-seg predict`` would and is graded as ``ibsr-seg evaluate`` would, alone and in
+ensembles (multi-plane fusion, fusion + 3D). The script writes:
+
+* ``<reports>/results.md`` and ``results.csv``: the results table with the commands,
+  date, hardware and training minutes (``--readme`` copies it into the README);
+* ``benchmarks/results/dice_vs_minutes.csv`` (committed, read by notebook 05): validation
+  mean Dice and HD95 against the minutes spent training, read from each run's history
+  (validated every 4 epochs), with the date and hardware on every row;
+* ``images/dice_vs_minutes.png``: that curve, titled with the date and the hardware.
+
+Usage::
+
+    python benchmarks/cpu_recipes.py                          # everything (about 3 h on 2 cores)
+    python benchmarks/cpu_recipes.py --recipes "3D U-Net patches"   # one recipe
+    python benchmarks/cpu_recipes.py --readme                 # also update README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Recipe -> (config, overrides, run-folder variant).
+RECIPES: dict[str, tuple[str, list[str], str]] = {
+    "3D U-Net patches": ("unet3d_patches", [], ""),
+    "2D U-Net coronal": ("unet2d", [], "coronal"),
+    "2D U-Net sagittal": ("unet2d", ["data.plane=sagittal"], "sagittal"),
+    "2D U-Net axial": ("unet2d", ["data.plane=axial"], "axial"),
+}
+PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
+ENSEMBLES = {"fusion of 3 planes": PLANES, "fusion + 3D patches": [*PLANES, "3D U-Net patches"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=None, help="IBSR18 folder (default: IBSR18_DIR)")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "cpu"))
+    parser.add_argument("--reports", default=str(ROOT / "reports" / "cpu_recipes"))
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readme", action="store_true", help="copy the table into README.md")
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.data import describe_source, resolve_data_dir
+    from ibsr_helpers.evaluation import evaluate_folders, results_table, write_results
+    from ibsr_helpers.inference import predict_folder
+    from ibsr_helpers.plots import plot_dice_vs_minutes
+    from ibsr_helpers.profiling import hardware_summary
+    from ibsr_helpers.training import run_folder, train
+
+    root, _ = resolve_data_dir(args.data)
+    hw = hardware_summary()
+    date = time.strftime("%Y-%m-%d")
+    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
+    for key, value in hw.items():
+        print(f"{key:11s} {value}")
+    print(f"{'data':11s} {describe_source(root)}\n", flush=True)
+    val = next(root.glob("**/Validation_Set"))
+    runs, minutes, curve, commands = {}, {}, [], {}
+    for name in args.recipes:
+        stem, overrides, variant = RECIPES[name]
+        config = load_config(
+            ROOT / "configs" / f"{stem}.yaml", "cpu", [f"seed={args.seed}", *overrides]
+        )
+        folder = run_folder(args.runs, config, variant)
+        result = train(config, root, folder, resume=True)
+        history = json.loads((folder / "history.json").read_text())
+        minutes[name] = history["minutes"][-1]
+        runs[name] = folder
+        sets = "".join(f" --set {o}" for o in overrides)
+        commands[name] = (
+            f"ibsr-seg train --config configs/{stem}.yaml --profile cpu{sets} --out {folder.name}"
+        )
+        state = f"trained in {result.seconds / 60:.1f} min wall" if result.trained else "found"
+        print(f"{name}: {folder} ({state}; {minutes[name]:.1f} min in training steps)", flush=True)
+        for epoch, mins in zip(history["epoch"], history["minutes"], strict=True):
+            if epoch in history["val_epoch"]:
+                k = history["val_epoch"].index(epoch)
+                curve.append(
+                    {
+                        "recipe": name,
+                        "minutes": mins,
+                        "mean_dice": history["val_mean_dice"][k],
+                        "hd95": history.get("val_mean_hd95", [float("nan")] * (k + 1))[k],
+                    }
+                )
+    reports = Path(args.reports)
+    predictors = {n: [runs[n]] for n in runs}
+    predictors |= {e: [runs[m] for m in ms] for e, ms in ENSEMBLES.items() if set(ms) <= set(runs)}
+    scores = []
+    for name, members in predictors.items():
+        out = reports / "predictions" / re.sub(r"\W+", "-", name).strip("-")
+        start = time.time()
+        predict_folder(members, val, out, progress=False)
+        seconds = (time.time() - start) / len(list(out.glob("*.nii.gz")))
+        df = evaluate_folders(out, val, progress=False).assign(name=name)
+        scores.append(df)
+        mean = df.groupby("subject")["dice"].mean().mean()
+        print(f"{name}: validation mean Dice {mean:.4f} ({seconds:.1f} s per volume to predict)")
+    table = results_table(pd.concat(scores, ignore_index=True))
+    table.insert(len(table.columns) - 1, "training (min)", pd.Series(minutes))
+    about = {
+        "made by": "python benchmarks/cpu_recipes.py (the ibsr-seg train/predict/evaluate code)",
+        "date": date,
+        "hardware": f"{hw['cpu']}, {hw['cores']} cores, {hw['memory_gb']} GiB; GPU: {hw['gpu']}",
+        "data": describe_source(root),
+        "training commands": "; ".join(f"{n}: `{c}`" for n, c in commands.items()),
+        "ensembles": "; ".join(
+            f"{e}: `ibsr-seg predict` with one `--run` per member" for e in ENSEMBLES
+        ),
+    }
+    csv_path, md_path = write_results(table, reports, about)
+    machine = f"{hw['cpu']}, {hw['cores']} cores"
+    frame = pd.DataFrame(curve).assign(date=date, hardware=machine)
+    curve_csv = ROOT / "benchmarks" / "results" / "dice_vs_minutes.csv"
+    curve_csv.parent.mkdir(exist_ok=True)
+    frame.to_csv(curve_csv, index=False)
+    title = f"{date}, {machine} ({describe_source(root).split(' at ')[0]})"
+    fig = plot_dice_vs_minutes(frame, title=title)
+    (ROOT / "images").mkdir(exist_ok=True)
+    fig.savefig(ROOT / "images" / "dice_vs_minutes.png", dpi=72, bbox_inches="tight")
+    print(f"\nwrote {csv_path}, {md_path}, {curve_csv} and images/dice_vs_minutes.png")
+    print(table.round(4).to_string())
+    if args.readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        block = re.compile(r"(<!-- cpu-results:start -->\n).*?(\n<!-- cpu-results:end -->)", re.S)
+        readme.write_text(
+            block.sub(lambda m: m.group(1) + md_path.read_text().strip() + m.group(2), text)
+        )
+        print("README.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
