@@ -242,7 +242,8 @@ def predict_probabilities(run: Run, volume: Volume, tta: bool = False) -> torch.
         run: A loaded run.
         volume: A scan as stored (:func:`ibsr_helpers.data.load_subject`); the run's
             preprocessing is applied here (once per volume and preprocessing: cached).
-        tta: Average with the prediction of the left-right mirrored volume.
+        tta: Average with the prediction of the left-right mirrored volume (a no-op for
+            a single-slice 2D run on the sagittal plane: it only reverses the slice order).
 
     Returns:
         ``(4, X, Y, Z)`` float32 probabilities on the CPU, summing to 1; outside the brain

@@ -79,9 +79,25 @@ _KEYS = ("image", "label", "brain")
 # --------------------------------------------------------------------------- intensities
 
 
+#: A voxel is brain above this fraction of the positive voxels' 99.5th percentile.
+BRAIN_THRESHOLD = 1e-3
+
+
 def brain_mask(image: np.ndarray) -> np.ndarray:
-    """The brain: voxels above 0 (IBSR18 is skull-stripped, its background exactly 0)."""
-    return np.asarray(image) > 0
+    """The brain of a skull-stripped scan: voxels above 0.1 % of its bright intensities.
+
+    IBSR18's background is exactly 0 and its dimmest brain voxels are far above the
+    threshold (the mask equals ``image > 0`` on all 18 scans). A scan resampled with a
+    spline (nibabel's and most tools' default) carries near-zero ringing over its whole
+    background; taken as brain, it would spread normalisation and the brain box over the
+    field of view (measured: a 1 mm copy of IBSR_11 had 3.9 M "brain" voxels instead of
+    1.5 M, and a trained 2D U-Net's GM Dice on it fell to 0.13).
+    """
+    image = np.asarray(image)
+    positive = image[image > 0]
+    if not positive.size:
+        return np.zeros(image.shape, dtype=bool)
+    return image > BRAIN_THRESHOLD * float(np.percentile(positive, 99.5))
 
 
 def _clipped_brain(

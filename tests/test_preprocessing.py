@@ -143,6 +143,25 @@ def test_a_brain_voxel_that_normalises_to_zero_stays_brain():
     assert p.brain.sum() == (img > 0).sum()  # ... and it is still brain
 
 
+def test_brain_mask_ignores_the_ringing_of_a_spline_resampled_scan():
+    """A skull-stripped head resampled with nibabel's default cubic spline keeps a
+    near-zero halo over its whole background; the brain is still the head, not the field
+    of view (``> 0`` would take several times too many voxels)."""
+    rng = np.random.default_rng(0)
+    grid = np.mgrid[:64, :48, :64].astype(np.float32)
+    inside = ((grid[0] - 32) / 22) ** 2 + ((grid[1] - 24) / 15) ** 2 + ((grid[2] - 32) / 22) ** 2
+    head = np.where(inside < 1, rng.uniform(20, 120, inside.shape), 0).astype(np.float32)
+    assert brain_mask(head).sum() == (head > 0).sum()  # exact zeros: unchanged
+    img = nib.Nifti1Image(head, np.diag([1.0, 1.5, 1.0, 1.0]))
+    linear = np.asarray(resample_to_output(img, (1, 1, 1), order=1).dataobj)
+    spline = np.asarray(resample_to_output(img, (1, 1, 1)).dataobj)
+    assert (spline > 0).sum() > 1.5 * (linear > 0).sum()  # the halo this test is about
+    # the spline's overshoot just outside the surface stays (measured +9 % on this small
+    # head, +2.5 % on a 1 mm copy of IBSR_11); the halo beyond it does not
+    assert abs(int(brain_mask(spline).sum()) / int((linear > 0).sum()) - 1) < 0.15
+    assert not brain_mask(np.zeros((4, 4, 4))).any()
+
+
 # --------------------------------------------------------------------------- the recipe
 
 
