@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ibsr_helpers.augmentation import train_transforms
+from ibsr_helpers.config import DEFAULTS
 from ibsr_helpers.data import Volume, describe_source, load_split
 from ibsr_helpers.datasets import EpochSampler, build_train_dataset
 from ibsr_helpers.environment import Precision, choose_precision, get_device, seed_everything
@@ -345,14 +346,18 @@ def validate(
 def config_difference(asked: dict[str, Any], stored: dict[str, Any]) -> str | None:
     """The first setting in which a stored run's config differs from the one asked for.
 
-    A setting asked for as ``auto`` matches whatever the run resolved it to.
+    A setting asked for as ``auto`` matches whatever the run resolved it to, and a setting
+    the run does not record (it was made before the setting existed) matches its default.
 
     Returns:
         ``"key: stored value -> asked value"``, or None when they agree.
     """
     a, s = flatten_config(asked), flatten_config(stored)
+    defaults = flatten_config(DEFAULTS)
     for key in [*a, *(k for k in s if k not in a)]:
         if a.get(key) == "auto" and key in s:
+            continue
+        if key not in s and key in defaults and a.get(key) == defaults[key]:
             continue
         if a.get(key) != s.get(key):
             return f"{key}: {s.get(key, '(not set)')} -> {a.get(key, '(not set)')}"

@@ -182,6 +182,15 @@ def test_config_difference_accepts_what_auto_resolved_to():
     assert training.config_difference({**asked, "seed": 1}, stored) == "seed: 0 -> 1"
 
 
+def test_config_difference_accepts_a_new_setting_at_its_default():
+    """A run made before ``train.val_hd95`` existed is the same run when it is asked at its
+    default (False), and another run when it is asked on."""
+    stored = {"train": {"epochs": 2}}
+    assert training.config_difference({"train": {"epochs": 2, "val_hd95": False}}, stored) is None
+    changed = training.config_difference({"train": {"epochs": 2, "val_hd95": True}}, stored)
+    assert changed == "train.val_hd95: (not set) -> True"
+
+
 def test_overlay_reuses_the_validation_prediction(demo_root, tmp_path, monkeypatch):
     calls = []
     real = training.predict_volume
