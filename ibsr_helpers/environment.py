@@ -29,7 +29,7 @@ import os
 import platform
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "seed_everything",
     "in_colab",
+    "colab_secrets_to_env",
     "storage",
     "environment_summary",
 ]
@@ -170,6 +171,32 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
 def in_colab() -> bool:
     """True when running inside Google Colab."""
     return "google.colab" in sys.modules
+
+
+def colab_secrets_to_env(names: Sequence[str]) -> list[str]:
+    """Copy Colab *Secrets* (the key icon) into environment variables; nothing elsewhere.
+
+    A variable already set is kept, and a secret that is missing or not shared with the
+    notebook is skipped.
+
+    Returns:
+        The names now set from secrets.
+    """
+    if not in_colab():
+        return []
+    from google.colab import userdata
+
+    copied = []
+    for name in names:
+        if os.environ.get(name):
+            continue
+        try:
+            value = userdata.get(name)
+        except Exception:  # SecretNotFoundError, NotebookAccessError: not shared
+            continue
+        if value:
+            os.environ[name], copied = value, [*copied, name]
+    return copied
 
 
 def storage(

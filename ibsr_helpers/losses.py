@@ -138,8 +138,7 @@ def build_loss(
     else:
         settings["softmax"] = True
     if name == "dicece" and weights is not None:
-        settings.pop("weight")  # DiceCELoss takes the class weights for its CE term only
-        settings["weight"] = torch.tensor(weights)
+        settings["weight"] = torch.tensor(weights)  # DiceCELoss wants a tensor
     settings.update(kwargs)
     loss_class = {
         "dice": DiceLoss,

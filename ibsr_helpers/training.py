@@ -569,9 +569,7 @@ class Trainer:
         self.history.setdefault("minutes", []).append(round(self.train_seconds / 60, 3))
         if (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch == int(tcfg["epochs"]) - 1:
             run = Run(self.model, self.config, self.out_dir)
-            scores = validate(
-                run, self.val_set, keep_first=True, hd95=bool(tcfg.get("val_hd95", False))
-            )
+            scores = validate(run, self.val_set, keep_first=True, hd95=bool(tcfg["val_hd95"]))
             first_seg = scores.pop("first_seg")
             record = {**record, **scores}
             self.history["val_epoch"].append(epoch)

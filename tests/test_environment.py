@@ -71,3 +71,31 @@ def test_asking_for_a_missing_gpu_says_so(monkeypatch):
         env.get_device("cuda")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert env.get_device("auto").type == "cpu"
+
+
+def test_colab_secrets_to_env_copies_only_what_is_missing(monkeypatch):
+    import sys
+    import types
+
+    from ibsr_helpers.environment import colab_secrets_to_env
+
+    assert colab_secrets_to_env(["DAGSHUB_REPO"]) == []  # not on Colab: nothing
+    secrets = {"DAGSHUB_REPO": "me/course", "DAGSHUB_USER_TOKEN": "t0k"}
+
+    def get(name):
+        if name not in secrets:
+            raise KeyError(name)  # what Colab raises for a secret not shared
+        return secrets[name]
+
+    colab = types.ModuleType("google.colab")
+    colab.userdata = types.SimpleNamespace(get=get)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setenv("DAGSHUB_USER_TOKEN", "already-set")
+    monkeypatch.delenv("DAGSHUB_REPO", raising=False)
+    names = ["DAGSHUB_REPO", "DAGSHUB_USER_TOKEN", "UNSHARED"]
+    assert colab_secrets_to_env(names) == ["DAGSHUB_REPO"]
+    import os
+
+    assert os.environ["DAGSHUB_REPO"] == "me/course"
+    assert os.environ["DAGSHUB_USER_TOKEN"] == "already-set"
