@@ -1,10 +1,11 @@
 """The CPU recipes: train them, score them and their ensembles, draw Dice against CPU minutes.
 
-Four runs of the ``cpu`` profiles (about 40-45 min each on 2 cores): the 3D patch U-Net
-and the 2D U-Net on each of the three planes. Each is trained as ``ibsr-seg train`` would
-(a finished run in ``--runs`` is reused as it is), then segments the validation subjects
-as ``ibsr-seg predict`` would and is graded as ``ibsr-seg evaluate`` would, alone and in
-ensembles (multi-plane fusion, fusion + 3D). The script writes:
+Four runs of the ``cpu`` profiles (30-45 min each on 2 cores): the 3D patch U-Net and
+the 2D U-Net (class-balanced slices) on each of the three planes. Each is trained as
+``ibsr-seg train`` would (a finished run in ``--runs`` is reused as it is), then segments
+the validation subjects as ``ibsr-seg predict`` would and is graded as ``ibsr-seg
+evaluate`` would, alone and in the ensembles whose members it has (multi-plane fusion,
+fusion + 3D), without and with flip TTA. The script writes:
 
 * ``<reports>/results.md`` and ``results.csv``: the results table with the commands,
   date, hardware and training minutes (``--readme`` copies it into the README);
@@ -20,6 +21,11 @@ Usage::
     python benchmarks/cpu_recipes.py --readme                 # also update README.md
     python benchmarks/cpu_recipes.py --recipes "3D U-Net patches" "2D U-Net sagittal" \
         "2D U-Net coronal" "2D U-Net axial" "3D U-Net patches, Dice+CE"   # + an experiment
+
+Several copies can train side by side (``--tracking none``: one MLflow store does not take
+concurrent writers; ``--no-curve``: minutes on a shared CPU are not 2-core minutes), each
+with ``OMP_NUM_THREADS=1``; a last call naming all of them (same ``--tracking``) finds the
+finished runs and scores them and their ensembles.
 """
 
 from __future__ import annotations
@@ -44,10 +50,13 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "3D U-Net patches, Dice+CE": ("unet3d_patches", ["loss.name=dicece"], "dicece"),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
+#: Ensembles scored when all their members were trained (or found) in this call.
 ENSEMBLES = {
     "fusion of 3 planes": PLANES,
     "fusion + 3D patches": [*PLANES, "3D U-Net patches"],
     "fusion + both 3D": [*PLANES, "3D U-Net patches", "3D U-Net patches, Dice+CE"],
+    "sagittal + coronal": PLANES[:2],
+    "sagittal + coronal + 3D patches": [*PLANES[:2], "3D U-Net patches"],
 }
 
 
@@ -60,6 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         "--recipes", nargs="+", default=list(RECIPES), choices=[*RECIPES, *EXPERIMENTS]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tracking",
+        default="mlflow",
+        choices=["mlflow", "none"],
+        help="log the runs to MLflow (runs/cpu/mlflow.db); none when several copies of this "
+        "script train at once",
+    )
+    parser.add_argument(
+        "--no-curve",
+        action="store_true",
+        help="leave the recorded Dice-vs-minutes curve as it is (e.g. when runs shared the CPU, "
+        "so their minutes are not 2-core minutes)",
+    )
     parser.add_argument("--readme", action="store_true", help="copy the table into README.md")
     args = parser.parse_args(argv)
 
@@ -85,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.recipes:
         stem, overrides, variant = (RECIPES | EXPERIMENTS)[name]
         config = load_config(
-            ROOT / "configs" / f"{stem}.yaml", "cpu", [f"seed={args.seed}", *overrides]
+            ROOT / "configs" / f"{stem}.yaml",
+            "cpu",
+            [f"seed={args.seed}", f"tracking={args.tracking}", *overrides],
         )
         folder = run_folder(args.runs, config, variant)
         result = train(config, root, folder, resume=True)
@@ -110,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
     reports = Path(args.reports)
-    predictors = {n: [runs[n]] for n in runs}
-    predictors |= {e: [runs[m] for m in ms] for e, ms in ENSEMBLES.items() if set(ms) <= set(runs)}
+    predictors = {n: ([runs[n]], False) for n in runs}
+    for e, ms in ENSEMBLES.items():
+        if set(ms) <= set(runs):
+            predictors[e] = ([runs[m] for m in ms], False)
+            predictors[f"{e} + TTA"] = ([runs[m] for m in ms], True)
     scores = []
-    for name, members in predictors.items():
+    for name, (members, tta) in predictors.items():
         out = reports / "predictions" / re.sub(r"\W+", "-", name).strip("-")
         start = time.time()
-        predict_folder(members, val, out, progress=False)
+        predict_folder(members, val, out, tta=tta, progress=False)
         seconds = (time.time() - start) / len(list(out.glob("*.nii.gz")))
         df = evaluate_folders(out, val, progress=False).assign(name=name)
         scores.append(df)
@@ -132,19 +159,22 @@ def main(argv: list[str] | None = None) -> int:
         "training commands": "; ".join(f"{n}: `{c}`" for n, c in commands.items()),
         "ensembles": "; ".join(
             f"{e}: `ibsr-seg predict` with one `--run` per member" for e in ENSEMBLES
-        ),
+        )
+        + " (+ TTA: and `--tta`, left-right flips averaged)",
     }
     csv_path, md_path = write_results(table, reports, about)
-    machine = f"{hw['cpu']}, {hw['cores']} cores"
-    frame = pd.DataFrame(curve).assign(date=date, hardware=machine)
-    curve_csv = ROOT / "benchmarks" / "results" / "dice_vs_minutes.csv"
-    curve_csv.parent.mkdir(exist_ok=True)
-    frame.to_csv(curve_csv, index=False)
-    title = f"{date}, {machine} ({describe_source(root).split(' at ')[0]})"
-    fig = plot_dice_vs_minutes(frame, title=title)
-    (ROOT / "images").mkdir(exist_ok=True)
-    fig.savefig(ROOT / "images" / "dice_vs_minutes.png", dpi=72, bbox_inches="tight")
-    print(f"\nwrote {csv_path}, {md_path}, {curve_csv} and images/dice_vs_minutes.png")
+    print(f"\nwrote {csv_path} and {md_path}")
+    if not args.no_curve:
+        machine = f"{hw['cpu']}, {hw['cores']} cores"
+        frame = pd.DataFrame(curve).assign(date=date, hardware=machine)
+        curve_csv = ROOT / "benchmarks" / "results" / "dice_vs_minutes.csv"
+        curve_csv.parent.mkdir(exist_ok=True)
+        frame.to_csv(curve_csv, index=False)
+        title = f"{date}, {machine} ({describe_source(root).split(' at ')[0]})"
+        fig = plot_dice_vs_minutes(frame, title=title)
+        (ROOT / "images").mkdir(exist_ok=True)
+        fig.savefig(ROOT / "images" / "dice_vs_minutes.png", dpi=72, bbox_inches="tight")
+        print(f"wrote {curve_csv} and images/dice_vs_minutes.png")
     print(table.round(4).to_string())
     if args.readme:
         readme = ROOT / "README.md"

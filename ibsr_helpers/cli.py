@@ -3,8 +3,8 @@
 Subcommands::
 
     ibsr-seg demo-data --out DIR [--subjects N] [--seed S]
-    ibsr-seg train --config FILE [--profile quick|full] [--data DIR] [--out DIR] [--resume]
-                   [--set key=value ...]
+    ibsr-seg train --config FILE [--profile quick|cpu|full|smoke] [--data DIR] [--out DIR]
+                   [--resume] [--set key=value ...]
     ibsr-seg predict --run RUN_DIR [--run RUN_DIR ...] --input DIR --out DIR [--tta]
                      [--postprocess mask,largest:WM,min:CSF=20]
     ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv] [--report DIR]
@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("--config", required=True, help="configs/<model>.yaml")
-    p.add_argument("--profile", default="quick", help="profile in the config (quick|full)")
+    p.add_argument(
+        "--profile",
+        default="quick",
+        help="profile in the config: quick (CPU minutes), cpu (CPU recipe), full (GPU), smoke",
+    )
     p.add_argument(
         "--data",
         default=None,

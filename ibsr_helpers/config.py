@@ -42,7 +42,9 @@ DEFAULTS: dict[str, Any] = {
         "context": 0,  # slices only: k neighbours each side (2.5D -> 2k+1 channels)
         "drop_empty": True,  # slices only: skip slices with no brain
         "patch_size": [64, 64, 64],  # patches only
-        "sampler": "class_balanced",  # patches only: uniform|foreground|class_balanced|weighted
+        # patches: uniform | foreground | class_balanced | weighted
+        # slices: uniform | class_balanced
+        "sampler": "class_balanced",
         "patches_per_volume": 4,
         "pos_ratio": 1.0,  # foreground sampler: positive/negative ratio
         "class_ratios": [0.0, 1.0, 1.0, 1.0],  # class_balanced sampler: bg, CSF, GM, WM
@@ -71,6 +73,7 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _TRACKING = ("mlflow", "none")
 _PLANES = ("sagittal", "coronal", "axial")
 _SAMPLERS = ("uniform", "foreground", "class_balanced", "weighted")
+_SLICE_SAMPLERS = ("uniform", "class_balanced")
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,8 +133,13 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         (data["mode"] in _MODES, f"data.mode must be one of {_MODES}, got {data['mode']!r}"),
         (data["plane"] in _PLANES, f"data.plane must be one of {_PLANES}, got {data['plane']!r}"),
         (
-            data["sampler"] in _SAMPLERS,
-            f"data.sampler must be one of {_SAMPLERS}, got {data['sampler']!r}",
+            data["sampler"] in (_SLICE_SAMPLERS if data["mode"] == "slices" else _SAMPLERS),
+            f"data.sampler must be one of {_SAMPLERS} (patches) or {_SLICE_SAMPLERS} (slices), "
+            f"got {data['sampler']!r} for data.mode {data['mode']!r}",
+        ),
+        (
+            len(data["class_ratios"]) == 4 and min(data["class_ratios"]) >= 0,
+            "data.class_ratios needs four ratios >= 0 (background, CSF, GM, WM)",
         ),
         (len(data["roi"]) == 3, "data.roi needs three sizes"),
         (len(data["patch_size"]) == 3, "data.patch_size needs three sizes"),

@@ -25,7 +25,9 @@ __all__ = [
     "VolumeDataset",
     "PatchDataset",
     "SAMPLERS",
+    "SLICE_SAMPLERS",
     "EpochSampler",
+    "slice_weights",
     "slice_stack",
     "weight_map",
     "build_train_dataset",
@@ -33,6 +35,8 @@ __all__ = [
 
 #: Patch samplers, in the order the notebooks show them.
 SAMPLERS: tuple[str, ...] = ("uniform", "foreground", "class_balanced", "weighted")
+#: Slice samplers (2D): every brain slice alike, or slices drawn per class.
+SLICE_SAMPLERS: tuple[str, ...] = ("uniform", "class_balanced")
 
 
 def slice_stack(image: np.ndarray, plane: str, context: int = 0) -> np.ndarray:
@@ -59,16 +63,26 @@ class EpochSampler(Sampler[int]):
     A global draw of ``num_samples * world_size`` indices is made from a generator seeded
     with ``seed + epoch``; rank ``r`` takes every ``world_size``-th index from ``r``. So
     ranks see different samples, and a run resumed at epoch ``e`` draws exactly what an
-    uninterrupted run would have.
+    uninterrupted run would have. Indices are drawn uniformly, or with replacement in
+    proportion to ``weights`` (e.g. :func:`slice_weights`).
     """
 
     def __init__(
-        self, n_items: int, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        n_items: int,
+        num_samples: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: np.ndarray | None = None,
     ) -> None:
         if n_items < 1:
             raise IBSRError("no training samples (check the data folder and data.mode)")
+        if weights is not None and (len(weights) != n_items or not np.sum(weights) > 0):
+            raise IBSRError(f"sampling weights: need {n_items} values with a positive sum")
         self.n_items, self.num_samples = n_items, num_samples
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,7 +92,10 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
         total = self.num_samples * self.world_size
-        draw = torch.randint(self.n_items, (total,), generator=g)
+        if self.weights is None:
+            draw = torch.randint(self.n_items, (total,), generator=g)
+        else:
+            draw = torch.multinomial(self.weights, total, replacement=True, generator=g)
         return iter(draw[self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
@@ -115,6 +132,9 @@ class SliceDataset(_Augmented):
         context: 2.5D neighbours on each side.
         drop_empty: Leave out slices without brain (the volume's brain mask).
         transform: Optional random transform on the item dict (numpy/tensor ``(C, H, W)``).
+        sampler: ``uniform`` (every slice alike) or ``class_balanced``: :attr:`weights`
+            from :func:`slice_weights` with ``class_ratios``, for the epoch sampler.
+        class_ratios: How often each class (background, CSF, GM, WM) is drawn.
     """
 
     def __init__(
@@ -124,7 +144,11 @@ class SliceDataset(_Augmented):
         context: int = 0,
         drop_empty: bool = True,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        sampler: str = "uniform",
+        class_ratios: Sequence[float] = (0, 1, 1, 1),
     ) -> None:
+        if sampler not in SLICE_SAMPLERS:
+            raise IBSRError(f"unknown slice sampler {sampler!r}; use one of {SLICE_SAMPLERS}")
         self.images = [slice_stack(v.image, plane, context) for v in volumes]
         self.labels = [
             np.ascontiguousarray(np.moveaxis(v.label, PLANE_AXIS[plane], 0)) for v in volumes
@@ -136,6 +160,10 @@ class SliceDataset(_Augmented):
             keep = v.brain.any(axis=others) if drop_empty else np.ones(v.image.shape[axis], bool)
             self.index.extend((vi, int(s)) for s in np.flatnonzero(keep))
         self.transform = transform
+        self.weights: np.ndarray | None = None
+        if sampler == "class_balanced":
+            per_volume = [slice_weights(lab, class_ratios) for lab in self.labels]
+            self.weights = np.array([per_volume[vi][s] for vi, s in self.index])
 
     def __len__(self) -> int:
         return len(self.index)
@@ -143,6 +171,38 @@ class SliceDataset(_Augmented):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         vi, s = self.index[i]
         return self._apply({"image": self.images[vi][s], "label": self.labels[vi][s][None]})
+
+
+def slice_weights(label: np.ndarray, class_ratios: Sequence[float]) -> np.ndarray:
+    """Class-balanced sampling weights of a volume's slices (the 2D ``class_balanced`` sampler).
+
+    The slice analogue of MONAI's ``RandCropByLabelClasses``: draw a class with
+    ``class_ratios``, then one of its voxels at random, and take that voxel's slice. So a
+    slice's weight is the sum over classes of ``ratio * (its voxels of the class / the
+    volume's voxels of the class)``; the weights of a volume sum to 1 (each volume is drawn
+    equally often), and classes absent from the volume are left out.
+
+    Args:
+        label: ``(S, H, W)`` labels, slice axis first.
+        class_ratios: One ratio per class, background first.
+
+    Returns:
+        ``(S,)`` float weights summing to 1.
+
+    Raises:
+        IBSRError: Negative ratios, or none positive for a class the volume holds.
+    """
+    ratios = np.asarray(class_ratios, float)
+    if (ratios < 0).any():
+        raise IBSRError(f"class_ratios must not be negative, got {list(class_ratios)}")
+    counts = np.stack([(label == k).sum(axis=(1, 2)) for k in range(len(ratios))], axis=1)
+    totals = counts.sum(axis=0)
+    present = (totals > 0) & (ratios > 0)
+    if not present.any():
+        raise IBSRError(f"class_ratios {list(class_ratios)} select no class present in the volume")
+    per_class = counts[:, present] / totals[present]
+    weights = per_class @ (ratios[present] / ratios[present].sum())
+    return weights / weights.sum()
 
 
 class VolumeDataset(_Augmented):
@@ -314,7 +374,13 @@ def build_train_dataset(
     d = config["data"]
     if d["mode"] == "slices":
         return SliceDataset(
-            volumes, d["plane"], int(d["context"]), bool(d["drop_empty"]), transform
+            volumes,
+            d["plane"],
+            int(d["context"]),
+            bool(d["drop_empty"]),
+            transform,
+            d["sampler"],
+            d["class_ratios"],
         )
     if d["mode"] == "volume":
         return VolumeDataset(volumes, transform)

@@ -64,6 +64,7 @@ __all__ = [
     "draw_error_grid",
     "plot_lr_schedule",
     "plot_dice_vs_minutes",
+    "plot_slice_sampling",
 ]
 
 #: Split -> colour map name; each subject gets its own shade of its split's colour.
@@ -918,4 +919,45 @@ def plot_dice_vs_minutes(curve: pd.DataFrame, title: str | None = None) -> Figur
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_slice_sampling(
+    prepared: Prepared, plane: str = "coronal", class_ratios: Sequence[float] = (0, 1, 1, 1)
+) -> Figure:
+    """Which slices a 2D run trains on: each slice's chance under the two slice samplers.
+
+    Top: the tissue voxels of each slice. Bottom: the probability of drawing each slice,
+    ``uniform`` (every slice with brain alike) against ``class_balanced`` (a class drawn
+    with ``class_ratios``, then one of its voxels: :func:`ibsr_helpers.datasets.slice_weights`).
+
+    Args:
+        prepared: A prepared, labelled volume.
+        plane: Slicing plane.
+        class_ratios: Background, CSF, GM, WM ratios of the class-balanced sampler.
+
+    Returns:
+        The figure.
+    """
+    from ibsr_helpers.datasets import slice_weights
+
+    check_plane(plane)
+    if prepared.label is None:
+        raise IBSRError(f"{prepared.id}: slice sampling needs labels")
+    axis = PLANE_AXIS[plane]
+    label = np.moveaxis(prepared.label, axis, 0)
+    brain = np.moveaxis(prepared.brain, axis, 0).any(axis=(1, 2))
+    x = np.arange(len(label))
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for value, colour in LABEL_COLORS.items():
+        top.plot(x, (label == value).sum(axis=(1, 2)), color=colour, label=LABELS[value])
+    top.set(ylabel="voxels", title=f"{prepared.id}, {plane} slices")
+    top.legend(frameon=False)
+    bottom.plot(x, brain / brain.sum(), color="0.4", label="uniform")
+    bottom.plot(x, slice_weights(label, class_ratios), color="k", label="class_balanced")
+    bottom.set(xlabel=f"{plane} slice", ylabel="chance of being drawn")
+    bottom.legend(frameon=False, title=f"class_ratios {list(class_ratios)}")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
     return fig

@@ -277,7 +277,9 @@ def build_pipeline(
     dataset = build_train_dataset(config, volumes, None if gpu_aug else augment)
     batch_size = int(tcfg["batch_size"])
     samples = samples or int(tcfg["steps_per_epoch"]) * batch_size
-    sampler = EpochSampler(len(dataset), samples, seed, rank, world)
+    sampler = EpochSampler(
+        len(dataset), samples, seed, rank, world, getattr(dataset, "weights", None)
+    )
     workers = int(dcfg.get("num_workers", 0))
     loader = DataLoader(
         dataset,

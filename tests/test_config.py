@@ -47,6 +47,8 @@ def test_profile_and_overrides(tmp_path):
         ("model: [unclosed", "not valid YAML"),
         ("- a\n- b\n", "must hold a mapping"),
         ("data: {plane: oblique}\nprofiles: {quick: {}}", "data.plane"),
+        ("data: {mode: slices, sampler: weighted}\nprofiles: {quick: {}}", "slices"),
+        ("data: {class_ratios: [1, 1]}\nprofiles: {quick: {}}", "class_ratios"),
     ],
 )
 def test_bad_config_names_file(tmp_path, text, match):

@@ -10,8 +10,10 @@ from ibsr_helpers.datasets import (
     PatchDataset,
     SliceDataset,
     slice_stack,
+    slice_weights,
     weight_map,
 )
+from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.preprocessing import Preprocessing, prepare
 
 
@@ -54,6 +56,45 @@ def test_epoch_sampler_deterministic_and_disjoint_across_ranks():
     r0 = EpochSampler(10**6, 20, seed=1, rank=0, world_size=2)
     r1 = EpochSampler(10**6, 20, seed=1, rank=1, world_size=2)
     assert not set(r0) & set(r1) and len(list(r0)) == 20
+
+
+def test_slice_weights_draw_each_class_by_its_ratio():
+    label = np.zeros((4, 5, 5), int)
+    label[0, :2] = 1  # 10 CSF voxels
+    label[2, 0, 0] = 1  # 1 CSF voxel
+    label[1] = 2  # all the GM
+    label[3, :, :1] = 3  # all the WM
+    w = slice_weights(label, [0, 1, 1, 1])
+    # a third per tissue; CSF split 10 : 1 between slices 0 and 2
+    np.testing.assert_allclose(w, [10 / 33, 1 / 3, 1 / 33, 1 / 3])
+    w = slice_weights(label, [0, 2, 1, 0])  # CSF drawn twice as often as GM, WM never
+    np.testing.assert_allclose(w, [20 / 33, 1 / 3, 2 / 33, 0])
+    with pytest.raises(IBSRError, match="no class present"):
+        slice_weights(np.zeros((3, 2, 2), int), [0, 1, 1, 1])
+
+
+def test_weighted_epoch_sampler_follows_weights_and_stays_deterministic():
+    w = np.array([0.7, 0.0, 0.2, 0.1])
+    draw = np.array(list(EpochSampler(4, 20000, seed=5, weights=w)))
+    np.testing.assert_allclose(np.bincount(draw, minlength=4) / draw.size, w, atol=0.01)
+    again = EpochSampler(4, 50, seed=5, weights=w)
+    assert list(EpochSampler(4, 50, seed=5, weights=w)) == list(again)
+    with pytest.raises(IBSRError, match="positive sum"):
+        EpochSampler(4, 10, weights=np.zeros(4))
+
+
+def test_class_balanced_slices_favour_csf_slices(cropped):
+    _, crops = cropped
+    uniform = SliceDataset(crops, "coronal")
+    balanced = SliceDataset(crops, "coronal", sampler="class_balanced", class_ratios=[0, 1, 0, 0])
+    assert uniform.weights is None and len(balanced) == len(uniform)
+    csf = np.array([(balanced.labels[vi][s] == 1).sum() for vi, s in balanced.index])
+    # only slices holding CSF are drawn, in proportion to their CSF (each volume a half)
+    assert (balanced.weights[csf == 0] == 0).all() and balanced.weights.sum() == pytest.approx(2)
+    first = [k for k, (vi, _) in enumerate(balanced.index) if vi == 0]
+    np.testing.assert_allclose(balanced.weights[first], csf[first] / csf[first].sum())
+    with pytest.raises(IBSRError, match="unknown slice sampler"):
+        SliceDataset(crops, "coronal", sampler="weighted")
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "foreground", "class_balanced", "weighted"])

@@ -427,3 +427,21 @@ def test_lr_schedule_and_dice_vs_minutes():
     )
     fig = plots.plot_dice_vs_minutes(curve, title="t")
     assert len(fig.axes) == 2 and fig.get_suptitle() == "t"
+
+
+def test_plot_slice_sampling_draws_both_samplers(volumes):
+    from ibsr_helpers.preprocessing import Preprocessing, prepare
+
+    vol = volumes[0]  # brain in coronal slices 2..7 of 10
+    vol.label[vol.label == 1] = 2
+    vol.label[3:17, 3, 2:14] = 1  # coronal slice 3: all the CSF
+    prepared = prepare(vol, Preprocessing(roi=(16, 12, 14)))
+    fig = plots.plot_slice_sampling(prepared, "coronal", class_ratios=(0, 1, 0, 0))
+    top, bottom = fig.axes[:2]
+    assert [line.get_label() for line in top.lines] == ["CSF", "GM", "WM"]
+    uniform, balanced = (line.get_ydata() for line in bottom.lines)
+    assert uniform.sum() == pytest.approx(1) and (uniform > 0).sum() == 6
+    csf_slice = 3 - prepared.box.start[1]
+    assert balanced[csf_slice] == pytest.approx(1) and balanced.sum() == pytest.approx(1)
+    with pytest.raises(IBSRError, match="plane"):
+        plots.plot_slice_sampling(prepared, "oblique")
