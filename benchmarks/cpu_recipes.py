@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         "data": describe_source(root),
         "training commands": "; ".join(f"{n}: `{c}`" for n, c in commands.items()),
         "ensembles": "; ".join(
-            f"{e}: `ibsr-seg predict` with one `--run` per member" for e in ENSEMBLES
+            f"{e}: `ibsr-seg predict` with one `--run` per member"
+            for e in ENSEMBLES
+            if e in predictors
         )
         + " (+ TTA: and `--tta`, left-right flips averaged)",
     }

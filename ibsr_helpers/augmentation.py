@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["train_transforms"]
+__all__ = ["train_transforms", "mirrors_left_right"]
+
+
+def mirrors_left_right(config: dict) -> bool:
+    """Whether a run trains on (and TTA may give it) left-right mirrored inputs.
+
+    Not a 2D run on sagittal slices: a sagittal slice has no left-right axis, and
+    mirroring the volume only reverses the order of its 2.5D neighbours, which such a run
+    never saw (flip TTA lowered the sagittal CPU recipe's mean Dice from 0.934 to 0.928).
+    """
+    return not (config["data"]["mode"] == "slices" and config["data"]["plane"] == "sagittal")
 
 
 def train_transforms(config: dict, spatial_dims: int):
@@ -54,7 +64,7 @@ def train_transforms(config: dict, spatial_dims: int):
                 padding_mode="constant",
             ),
         ]
-        if config["data"]["plane"] != "sagittal":
+        if mirrors_left_right(config):
             spatial.append(mt.RandFlipd(keys, prob=0.5, spatial_axis=0))
     else:
         spatial = [

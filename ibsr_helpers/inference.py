@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ibsr_helpers.augmentation import mirrors_left_right
 from ibsr_helpers.data import Volume, find_images, load_subject
 from ibsr_helpers.environment import choose_precision
 from ibsr_helpers.errors import IBSRError
@@ -225,7 +226,7 @@ def prepared_probabilities(run: Run, prepared: Prepared, tta: bool = False) -> t
             f"{run.preprocessing}; predict from the raw volume instead"
         )
     total = None
-    flips = TTA_AXES if tta else ((),)
+    flips = TTA_AXES if tta and mirrors_left_right(run.config) else ((),)
     for axes in flips:
         x = np.flip(prepared.image, axes) if axes else prepared.image
         p = _forward(run, np.ascontiguousarray(x))
@@ -243,7 +244,7 @@ def predict_probabilities(run: Run, volume: Volume, tta: bool = False) -> torch.
         volume: A scan as stored (:func:`ibsr_helpers.data.load_subject`); the run's
             preprocessing is applied here (once per volume and preprocessing: cached).
         tta: Average with the prediction of the left-right mirrored volume (a no-op for
-            a single-slice 2D run on the sagittal plane: it only reverses the slice order).
+            a 2D sagittal run, see :func:`~ibsr_helpers.augmentation.mirrors_left_right`).
 
     Returns:
         ``(4, X, Y, Z)`` float32 probabilities on the CPU, summing to 1; outside the brain
