@@ -72,8 +72,10 @@ _MODES = ("slices", "volume", "patches")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _TRACKING = ("mlflow", "none")
 _PLANES = ("sagittal", "coronal", "axial")
-_SAMPLERS = ("uniform", "foreground", "class_balanced", "weighted")
-_SLICE_SAMPLERS = ("uniform", "class_balanced")
+#: Patch samplers, in the order the notebooks show them (``datasets.PatchDataset``).
+SAMPLERS: tuple[str, ...] = ("uniform", "foreground", "class_balanced", "weighted")
+#: Slice samplers (2D): every brain slice alike, or slices drawn per class.
+SLICE_SAMPLERS: tuple[str, ...] = ("uniform", "class_balanced")
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,8 +135,8 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         (data["mode"] in _MODES, f"data.mode must be one of {_MODES}, got {data['mode']!r}"),
         (data["plane"] in _PLANES, f"data.plane must be one of {_PLANES}, got {data['plane']!r}"),
         (
-            data["sampler"] in (_SLICE_SAMPLERS if data["mode"] == "slices" else _SAMPLERS),
-            f"data.sampler must be one of {_SAMPLERS} (patches) or {_SLICE_SAMPLERS} (slices), "
+            data["sampler"] in (SLICE_SAMPLERS if data["mode"] == "slices" else SAMPLERS),
+            f"data.sampler must be one of {SAMPLERS} (patches) or {SLICE_SAMPLERS} (slices), "
             f"got {data['sampler']!r} for data.mode {data['mode']!r}",
         ),
         (

@@ -17,6 +17,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 
+from ibsr_helpers.config import SAMPLERS, SLICE_SAMPLERS
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared
 
@@ -32,11 +33,6 @@ __all__ = [
     "weight_map",
     "build_train_dataset",
 ]
-
-#: Patch samplers, in the order the notebooks show them.
-SAMPLERS: tuple[str, ...] = ("uniform", "foreground", "class_balanced", "weighted")
-#: Slice samplers (2D): every brain slice alike, or slices drawn per class.
-SLICE_SAMPLERS: tuple[str, ...] = ("uniform", "class_balanced")
 
 
 def slice_stack(image: np.ndarray, plane: str, context: int = 0) -> np.ndarray:
