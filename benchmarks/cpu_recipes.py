@@ -11,7 +11,9 @@ fusion + 3D), without and with flip TTA. The script writes:
   date, hardware and training minutes (``--readme`` copies it into the README);
 * ``benchmarks/results/dice_vs_minutes.csv`` (committed, read by notebook 05): validation
   mean Dice and HD95 against the minutes spent training, read from each run's history
-  (validated every 4 epochs), with the date and hardware on every row;
+  (validated every 4 epochs), with the date the run was trained and the hardware on
+  every row (a run found in ``--runs`` counts as trained on this hardware); the rows of the
+  recipes in this call replace their earlier rows, other recipes' rows are kept;
 * ``images/dice_vs_minutes.png``: that curve, titled with the date and the hardware.
 
 Usage::
@@ -48,6 +50,11 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
 #: Variants measured against the recipes; trained only when named with ``--recipes``.
 EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "3D U-Net patches, Dice+CE": ("unet3d_patches", ["loss.name=dicece"], "dicece"),
+    "2D U-Net sagittal, 36 epochs": (
+        "unet2d",
+        ["data.plane=sagittal", "train.epochs=36"],
+        "sagittal-36ep",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -57,6 +64,11 @@ ENSEMBLES = {
     "fusion + both 3D": [*PLANES, "3D U-Net patches", "3D U-Net patches, Dice+CE"],
     "sagittal + coronal": PLANES[:2],
     "sagittal + coronal + 3D patches": [*PLANES[:2], "3D U-Net patches"],
+    "sagittal (24 + 36 epochs) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, 36 epochs",
+        "3D U-Net patches",
+    ],
 }
 
 
@@ -114,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = run_folder(args.runs, config, variant)
         result = train(config, root, folder, resume=True)
         history = json.loads((folder / "history.json").read_text())
+        trained_on = time.strftime(
+            "%Y-%m-%d", time.localtime(folder.joinpath("history.json").stat().st_mtime)
+        )
         minutes[name] = history["minutes"][-1]
         runs[name] = folder
         sets = "".join(f" --set {o}" for o in overrides)
@@ -131,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                         "minutes": mins,
                         "mean_dice": history["val_mean_dice"][k],
                         "hd95": history.get("val_mean_hd95", [float("nan")] * (k + 1))[k],
+                        "date": trained_on,
                     }
                 )
     reports = Path(args.reports)
@@ -168,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {csv_path} and {md_path}")
     if not args.no_curve:
         machine = f"{hw['cpu']}, {hw['cores']} cores"
-        frame = pd.DataFrame(curve).assign(date=date, hardware=machine)
+        frame = pd.DataFrame(curve).assign(hardware=machine)
         curve_csv = ROOT / "benchmarks" / "results" / "dice_vs_minutes.csv"
         curve_csv.parent.mkdir(exist_ok=True)
+        if curve_csv.exists():  # keep the recorded rows of recipes not run in this call
+            kept = pd.read_csv(curve_csv)
+            frame = pd.concat([kept[~kept["recipe"].isin(runs)], frame], ignore_index=True)
         frame.to_csv(curve_csv, index=False)
-        title = f"{date}, {machine} ({describe_source(root).split(' at ')[0]})"
-        fig = plot_dice_vs_minutes(frame, title=title)
+        fig = plot_dice_vs_minutes(frame)
         (ROOT / "images").mkdir(exist_ok=True)
         fig.savefig(ROOT / "images" / "dice_vs_minutes.png", dpi=72, bbox_inches="tight")
         print(f"wrote {curve_csv} and images/dice_vs_minutes.png")

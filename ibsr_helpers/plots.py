@@ -896,17 +896,26 @@ def plot_dice_vs_minutes(curve: pd.DataFrame, title: str | None = None) -> Figur
     """What CPU time buys: validation Dice (and HD95) against training minutes, per recipe.
 
     Args:
-        curve: Rows ``recipe, minutes, mean_dice`` and optionally ``hd95`` (mm), e.g.
-            ``benchmarks/dice_vs_minutes.csv``.
-        title: Figure title (say the date and hardware of the run).
+        curve: Rows ``recipe, minutes, mean_dice`` and optionally ``hd95`` (mm), ``date``
+            and ``hardware``, e.g. ``benchmarks/results/dice_vs_minutes.csv``.
+        title: Figure title; by default the recording dates and hardware from the
+            ``date`` and ``hardware`` columns, when the frame has them.
 
     Returns:
-        One panel (two with ``hd95``).
+        One panel (two with ``hd95``), the legend beside the last one. When the recipes
+        were recorded on different dates, each one's legend entry says its date.
     """
     import seaborn as sns
 
+    if "date" in curve.columns:
+        dates = sorted(curve["date"].astype(str).unique())
+        if len(dates) > 1:
+            curve = curve.assign(recipe=curve["recipe"] + " (" + curve["date"].astype(str) + ")")
+        if title is None and "hardware" in curve.columns:
+            when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+            title = f"recorded {when} on {', '.join(curve['hardware'].astype(str).unique())}"
     panels = ["mean_dice"] + (["hd95"] if "hd95" in curve.columns else [])
-    fig = Figure(figsize=(5.5 * len(panels), 3.8), layout="constrained")
+    fig = Figure(figsize=(5.5 * len(panels) + 2.5, 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, column in zip(axes, panels, strict=True):
         sns.lineplot(data=curve, x="minutes", y=column, hue="recipe", marker="o", ax=ax)
@@ -917,6 +926,9 @@ def plot_dice_vs_minutes(curve: pd.DataFrame, title: str | None = None) -> Figur
             else "HD95, mean of tissues (mm)",
         )
         ax.grid(alpha=0.3)
+    for ax in axes[:-1]:  # one legend, beside the last panel, clear of the curves
+        ax.get_legend().remove()
+    sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     if title:
         fig.suptitle(title)
     return fig

@@ -427,6 +427,13 @@ def test_lr_schedule_and_dice_vs_minutes():
     )
     fig = plots.plot_dice_vs_minutes(curve, title="t")
     assert len(fig.axes) == 2 and fig.get_suptitle() == "t"
+    recorded = curve.assign(date=["2026-11-30", "2026-11-25", "2026-11-30"], hardware="X, 2 cores")
+    fig = plots.plot_dice_vs_minutes(recorded.assign(recipe=["2D", "3D", "3D"]))
+    assert fig.get_suptitle() == "recorded 2026-11-25 to 2026-11-30 on X, 2 cores"
+    assert fig.axes[0].get_legend() is None  # one legend, beside the last panel
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend == ["2D (2026-11-30)", "3D (2026-11-25)", "3D (2026-11-30)"]
+    assert plots.plot_dice_vs_minutes(curve).get_suptitle() == ""  # nothing to say
 
 
 def test_plot_slice_sampling_draws_both_samplers(volumes):
