@@ -55,6 +55,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "train.epochs=36"],
         "sagittal-36ep",
     ),
+    "2D U-Net sagittal, seed 1": ("unet2d", ["data.plane=sagittal", "seed=1"], "sagittal"),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -66,6 +67,17 @@ ENSEMBLES = {
     "sagittal + coronal + 3D patches": [*PLANES[:2], "3D U-Net patches"],
     "sagittal (24 + 36 epochs) + coronal + 3D patches": [
         *PLANES[:2],
+        "2D U-Net sagittal, 36 epochs",
+        "3D U-Net patches",
+    ],
+    "sagittal (seeds 0 + 1) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
+        "3D U-Net patches",
+    ],
+    "three sagittal runs + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
         "2D U-Net sagittal, 36 epochs",
         "3D U-Net patches",
     ],
