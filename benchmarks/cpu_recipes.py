@@ -137,10 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         folder = run_folder(args.runs, config, variant)
         result = train(config, root, folder, resume=True)
-        history = json.loads((folder / "history.json").read_text())
-        trained_on = time.strftime(
-            "%Y-%m-%d", time.localtime(folder.joinpath("history.json").stat().st_mtime)
-        )
+        history_file = folder / "history.json"
+        history = json.loads(history_file.read_text())
+        trained_on = time.strftime("%Y-%m-%d", time.localtime(history_file.stat().st_mtime))
         minutes[name] = history["minutes"][-1]
         runs[name] = folder
         sets = "".join(f" --set {o}" for o in overrides)

@@ -908,9 +908,10 @@ def plot_dice_vs_minutes(curve: pd.DataFrame, title: str | None = None) -> Figur
     import seaborn as sns
 
     if "date" in curve.columns:
-        dates = sorted(curve["date"].astype(str).unique())
+        date = curve["date"].astype(str)
+        dates = sorted(date.unique())
         if len(dates) > 1:
-            curve = curve.assign(recipe=curve["recipe"] + " (" + curve["date"].astype(str) + ")")
+            curve = curve.assign(recipe=curve["recipe"] + " (" + date + ")")
         if title is None and "hardware" in curve.columns:
             when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
             title = f"recorded {when} on {', '.join(curve['hardware'].astype(str).unique())}"
