@@ -56,6 +56,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         "sagittal-36ep",
     ),
     "2D U-Net sagittal, seed 1": ("unet2d", ["data.plane=sagittal", "seed=1"], "sagittal"),
+    "2D U-Net coronal, seed 1": ("unet2d", ["seed=1"], "coronal"),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -81,7 +82,29 @@ ENSEMBLES = {
         "2D U-Net sagittal, 36 epochs",
         "3D U-Net patches",
     ],
+    "sagittal and coronal (seeds 0 + 1 each) + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
+        "2D U-Net coronal, seed 1",
+        "3D U-Net patches",
+    ],
 }
+
+
+def recipe_run(
+    name: str, runs_dir: str | Path, seed: int = 0, tracking: str = "none"
+) -> tuple[dict, Path]:
+    """The ``cpu``-profile config of a recipe or experiment, and the run folder it trains into."""
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.training import run_folder
+
+    stem, overrides, variant = (RECIPES | EXPERIMENTS)[name]
+    config = load_config(
+        ROOT / "configs" / f"{stem}.yaml",
+        "cpu",
+        [f"seed={seed}", f"tracking={tracking}", *overrides],
+    )
+    return config, run_folder(runs_dir, config, variant)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,13 +134,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from ibsr_helpers.config import load_config
     from ibsr_helpers.data import describe_source, resolve_data_dir
     from ibsr_helpers.evaluation import evaluate_folders, results_table, write_results
     from ibsr_helpers.inference import predict_folder
     from ibsr_helpers.plots import plot_dice_vs_minutes
     from ibsr_helpers.profiling import hardware_summary
-    from ibsr_helpers.training import run_folder, train
+    from ibsr_helpers.training import train
 
     root, _ = resolve_data_dir(args.data)
     hw = hardware_summary()
@@ -129,13 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     val = next(root.glob("**/Validation_Set"))
     runs, minutes, curve, commands = {}, {}, [], {}
     for name in args.recipes:
-        stem, overrides, variant = (RECIPES | EXPERIMENTS)[name]
-        config = load_config(
-            ROOT / "configs" / f"{stem}.yaml",
-            "cpu",
-            [f"seed={args.seed}", f"tracking={args.tracking}", *overrides],
-        )
-        folder = run_folder(args.runs, config, variant)
+        config, folder = recipe_run(name, args.runs, args.seed, args.tracking)
+        stem, overrides, _ = (RECIPES | EXPERIMENTS)[name]
         result = train(config, root, folder, resume=True)
         history_file = folder / "history.json"
         history = json.loads(history_file.read_text())

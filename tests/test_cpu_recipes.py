@@ -1,0 +1,36 @@
+"""The CPU-recipe benchmark's tables: every ensemble can be scored, no two runs share a folder."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cpu_recipes():
+    spec = importlib.util.spec_from_file_location(
+        "cpu_recipes", ROOT / "benchmarks" / "cpu_recipes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_ensemble_member_is_a_recipe_or_experiment(cpu_recipes) -> None:
+    known = set(cpu_recipes.RECIPES) | set(cpu_recipes.EXPERIMENTS)
+    for ensemble, members in cpu_recipes.ENSEMBLES.items():
+        assert set(members) <= known, f"{ensemble}: unknown {set(members) - known}"
+        assert len(set(members)) == len(members), f"{ensemble} names a member twice"
+
+
+def test_each_recipe_trains_into_its_own_folder(cpu_recipes, tmp_path) -> None:
+    names = [*cpu_recipes.RECIPES, *cpu_recipes.EXPERIMENTS]
+    folders = {cpu_recipes.recipe_run(n, tmp_path)[1] for n in names}
+    assert len(folders) == len(names)
+    config, folder = cpu_recipes.recipe_run("2D U-Net coronal, seed 1", tmp_path)
+    assert config["seed"] == 1 and config["profile"] == "cpu"
+    assert folder.name == "unet2d-coronal-cpu-seed1"
