@@ -93,8 +93,8 @@ ENSEMBLES = {
 
 def recipe_run(
     name: str, runs_dir: str | Path, seed: int = 0, tracking: str = "none"
-) -> tuple[dict, Path]:
-    """The ``cpu``-profile config of a recipe or experiment, and the run folder it trains into."""
+) -> tuple[dict, Path, str]:
+    """A recipe's or experiment's ``cpu``-profile config, its run folder and its train command."""
     from ibsr_helpers.config import load_config
     from ibsr_helpers.training import run_folder
 
@@ -104,7 +104,10 @@ def recipe_run(
         "cpu",
         [f"seed={seed}", f"tracking={tracking}", *overrides],
     )
-    return config, run_folder(runs_dir, config, variant)
+    folder = run_folder(runs_dir, config, variant)
+    sets = "".join(f" --set {o}" for o in overrides)
+    command = f"ibsr-seg train --config configs/{stem}.yaml --profile cpu{sets} --out {folder.name}"
+    return config, folder, command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,18 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     val = next(root.glob("**/Validation_Set"))
     runs, minutes, curve, commands = {}, {}, [], {}
     for name in args.recipes:
-        config, folder = recipe_run(name, args.runs, args.seed, args.tracking)
-        stem, overrides, _ = (RECIPES | EXPERIMENTS)[name]
+        config, folder, commands[name] = recipe_run(name, args.runs, args.seed, args.tracking)
         result = train(config, root, folder, resume=True)
         history_file = folder / "history.json"
         history = json.loads(history_file.read_text())
         trained_on = time.strftime("%Y-%m-%d", time.localtime(history_file.stat().st_mtime))
         minutes[name] = history["minutes"][-1]
         runs[name] = folder
-        sets = "".join(f" --set {o}" for o in overrides)
-        commands[name] = (
-            f"ibsr-seg train --config configs/{stem}.yaml --profile cpu{sets} --out {folder.name}"
-        )
         state = f"trained in {result.seconds / 60:.1f} min wall" if result.trained else "found"
         print(f"{name}: {folder} ({state}; {minutes[name]:.1f} min in training steps)", flush=True)
         for epoch, mins in zip(history["epoch"], history["minutes"], strict=True):

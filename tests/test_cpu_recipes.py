@@ -31,6 +31,7 @@ def test_each_recipe_trains_into_its_own_folder(cpu_recipes, tmp_path) -> None:
     names = [*cpu_recipes.RECIPES, *cpu_recipes.EXPERIMENTS]
     folders = {cpu_recipes.recipe_run(n, tmp_path)[1] for n in names}
     assert len(folders) == len(names)
-    config, folder = cpu_recipes.recipe_run("2D U-Net coronal, seed 1", tmp_path)
+    config, folder, command = cpu_recipes.recipe_run("2D U-Net coronal, seed 1", tmp_path)
     assert config["seed"] == 1 and config["profile"] == "cpu"
     assert folder.name == "unet2d-coronal-cpu-seed1"
+    assert command.endswith("--profile cpu --set seed=1 --out unet2d-coronal-cpu-seed1")
