@@ -57,6 +57,11 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     ),
     "2D U-Net sagittal, seed 1": ("unet2d", ["data.plane=sagittal", "seed=1"], "sagittal"),
     "2D U-Net coronal, seed 1": ("unet2d", ["seed=1"], "coronal"),
+    "2D U-Net sagittal, ResNet-34": (
+        "unet2d",
+        ["data.plane=sagittal", "model.encoder_name=resnet34"],
+        "sagittal-resnet34",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -87,6 +92,23 @@ ENSEMBLES = {
         "2D U-Net sagittal, seed 1",
         "2D U-Net coronal, seed 1",
         "3D U-Net patches",
+    ],
+    "sagittal (ResNet-18 + ResNet-34) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, ResNet-34",
+        "3D U-Net patches",
+    ],
+    "sagittal (two ResNet-18 seeds + ResNet-34) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
+        "2D U-Net sagittal, ResNet-34",
+        "3D U-Net patches",
+    ],
+    "sagittal (seeds 0 + 1) + coronal + both 3D": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
+        "3D U-Net patches",
+        "3D U-Net patches, Dice+CE",
     ],
 }
 
