@@ -5,7 +5,9 @@ the 2D U-Net (class-balanced slices) on each of the three planes. Each is traine
 ``ibsr-seg train`` would (a finished run in ``--runs`` is reused as it is), then segments
 the validation subjects as ``ibsr-seg predict`` would and is graded as ``ibsr-seg
 evaluate`` would, alone and in the ensembles whose members it has (multi-plane fusion,
-fusion + 3D), without and with flip TTA. The script writes:
+fusion + 3D), without and with flip TTA; every run predicts each volume once for all
+the ensembles it is in (:func:`ibsr_helpers.inference.predict_folders`). The script
+writes:
 
 * ``<reports>/results.md`` and ``results.csv``: the results table with the commands,
   date, hardware and training minutes (``--readme`` copies it into the README);
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ibsr_helpers.data import describe_source, resolve_data_dir
     from ibsr_helpers.evaluation import evaluate_folders, results_table, write_results
-    from ibsr_helpers.inference import predict_folder
+    from ibsr_helpers.inference import predict_folders
     from ibsr_helpers.plots import plot_dice_vs_minutes
     from ibsr_helpers.profiling import hardware_summary
     from ibsr_helpers.training import train
@@ -203,16 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         if set(ms) <= set(runs):
             predictors[e] = ([runs[m] for m in ms], False)
             predictors[f"{e} + TTA"] = ([runs[m] for m in ms], True)
+    folders = {n: reports / "predictions" / re.sub(r"\W+", "-", n).strip("-") for n in predictors}
+    start = time.time()
+    predict_folders({folders[n]: p for n, p in predictors.items()}, val)
+    print(f"predicted with every run and ensemble in {(time.time() - start) / 60:.1f} min")
     scores = []
-    for name, (members, tta) in predictors.items():
-        out = reports / "predictions" / re.sub(r"\W+", "-", name).strip("-")
-        start = time.time()
-        predict_folder(members, val, out, tta=tta, progress=False)
-        seconds = (time.time() - start) / len(list(out.glob("*.nii.gz")))
-        df = evaluate_folders(out, val, progress=False).assign(name=name)
+    for name in predictors:
+        df = evaluate_folders(folders[name], val, progress=False).assign(name=name)
         scores.append(df)
         mean = df.groupby("subject")["dice"].mean().mean()
-        print(f"{name}: validation mean Dice {mean:.4f} ({seconds:.1f} s per volume to predict)")
+        print(f"{name}: validation mean Dice {mean:.4f}")
     table = results_table(pd.concat(scores, ignore_index=True))
     table.insert(len(table.columns) - 1, "training (min)", pd.Series(minutes))
     about = {

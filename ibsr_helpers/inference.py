@@ -21,7 +21,7 @@ planes make the classic multi-plane fusion.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ __all__ = [
     "predict_probabilities",
     "predict_volume",
     "predict_folder",
+    "predict_folders",
     "ensemble_average",
     "sliding_window",
     "window_slices",
@@ -288,10 +289,13 @@ def predict_volume(
     """
     runs = [runs] if isinstance(runs, Run) else list(runs)
     probs = ensemble_average([predict_probabilities(run, volume, tta) for run in runs])
+    return _segment(probs, volume, postprocess), probs
+
+
+def _segment(probs: torch.Tensor, volume: Volume, postprocess: Any) -> np.ndarray:
+    """The labels of the most probable class, post-processed if asked."""
     seg = probs.argmax(0).numpy().astype(np.uint8)
-    if postprocess is not None:
-        seg = postprocess(seg, volume)
-    return seg, probs
+    return seg if postprocess is None else postprocess(seg, volume)
 
 
 def predict_folder(
@@ -320,15 +324,53 @@ def predict_folder(
         The files written. A scan that fails stops the loop with an error naming it;
         the files already written stay.
     """
+    predictors = {Path(out_dir): (run_dirs, tta)}
+    return predict_folders(predictors, input_dir, device, postprocess, progress)[Path(out_dir)]
+
+
+def predict_folders(
+    predictors: Mapping[Path, tuple[Sequence[str | Path], bool]],
+    input_dir: str | Path,
+    device: str | torch.device = "cpu",
+    postprocess: Any = None,
+    progress: bool = True,
+) -> dict[Path, list[Path]]:
+    """Predict every image under ``input_dir`` with several runs and ensembles at once.
+
+    Each run is loaded once and predicts each volume once (and once more with TTA if a
+    predictor asks for it); every predictor averages its members' probabilities from
+    that shared pass, exactly as :func:`predict_volume` would. Scoring ten ensembles of
+    five runs thus costs about five forward passes per volume, not fifty.
+
+    Args:
+        predictors: Output folder -> (run folders, flip TTA), one per single model or
+            ensemble; each folder gets one ``ID_seg.nii.gz`` per image.
+        input_dir: Any folder holding ``ID.nii.gz`` (or ``.nii``) images at any depth.
+        device: Torch device.
+        postprocess: Optional :class:`ibsr_helpers.postprocessing.PostProcessing`,
+            applied to every predictor's segmentation.
+        progress: Show a progress bar.
+
+    Returns:
+        Output folder -> the files written there. A scan that fails stops the loop with
+        an error naming it; the files already written stay.
+    """
     from tqdm.auto import tqdm
 
-    runs = [load_run(r, device) for r in run_dirs]
-    subjects = find_images(input_dir)
-    written = []
-    for subject in tqdm(subjects, desc="predicting", unit="volume", disable=not progress):
+    folders = {Path(r) for members, _ in predictors.values() for r in members}
+    runs = {folder: load_run(folder, device) for folder in sorted(folders)}
+    written: dict[Path, list[Path]] = {Path(out): [] for out in predictors}
+    for subject in tqdm(
+        find_images(input_dir), desc="predicting", unit="volume", disable=not progress
+    ):
         volume = load_subject(subject)
-        seg, _ = predict_volume(runs, volume, tta, postprocess)
-        written.append(
-            save_segmentation(seg, volume.nifti, Path(out_dir) / f"{subject.id}_seg.nii.gz")
-        )
+        shared: dict[tuple[Path, bool], torch.Tensor] = {}
+        for out, (members, tta) in predictors.items():
+            for r in members:
+                if (Path(r), tta) not in shared:
+                    shared[Path(r), tta] = predict_probabilities(runs[Path(r)], volume, tta)
+            probs = ensemble_average([shared[Path(r), tta] for r in members])
+            seg = _segment(probs, volume, postprocess)
+            target = Path(out) / f"{subject.id}_seg.nii.gz"
+            written[Path(out)].append(save_segmentation(seg, volume.nifti, target))
     return written

@@ -353,6 +353,60 @@ def test_predict_folder_keeps_each_inputs_geometry_and_stops_on_a_bad_scan(volum
     assert (tmp_path / "out" / "IBSR_94_seg.nii.gz").is_file()
 
 
+def _saved_run(folder: Path, cfg: dict, seed: int) -> Path:
+    """A run folder holding ``cfg`` and a randomly initialised model's ``best.pt``."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(seed)
+    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    return folder
+
+
+def test_predict_folders_shares_each_runs_pass_and_matches_predict_folder(
+    volume, tmp_path, monkeypatch
+):
+    """Singles and overlapping ensembles (2D and 3D, with and without TTA) written in one
+    call are the files predict_folder writes for each, and each run predicts each volume
+    once per TTA setting."""
+    from ibsr_helpers import inference
+
+    a = _saved_run(tmp_path / "a", _config("volume"), 0)
+    b = _saved_run(tmp_path / "b", _config("volume"), 1)
+    c = _saved_run(tmp_path / "c", _config("slices", plane="coronal"), 2)
+    src = tmp_path / "in"
+    for sid in ("IBSR_94", "IBSR_95"):
+        _write(src / sid, sid, volume.image.astype(np.int16), volume.affine)
+    predictors = {
+        tmp_path / "out" / "a": ([a], False),
+        tmp_path / "out" / "abc": ([a, b, c], False),
+        tmp_path / "out" / "bc-tta": ([b, c], True),
+        tmp_path / "out" / "abc-tta": ([a, b, c], True),
+    }
+    calls = []
+    real = inference.predict_probabilities
+    monkeypatch.setattr(
+        inference,
+        "predict_probabilities",
+        lambda run, vol, tta=False: calls.append((run.path.name, tta)) or real(run, vol, tta),
+    )
+    written = inference.predict_folders(predictors, src, progress=False)
+    assert sorted(calls) == sorted(
+        [(r, t) for r in "abc" for t in (False, True)] * 2  # two volumes
+    )
+    monkeypatch.setattr(inference, "predict_probabilities", real)
+    for out, (members, tta) in predictors.items():
+        assert [p.name for p in written[out]] == ["IBSR_94_seg.nii.gz", "IBSR_95_seg.nii.gz"]
+        alone = predict_folder(members, src, tmp_path / "alone" / out.name, tta=tta, progress=False)
+        for shared, single in zip(written[out], alone, strict=True):
+            np.testing.assert_array_equal(
+                np.asarray(nib.load(str(shared)).dataobj), np.asarray(nib.load(str(single)).dataobj)
+            )
+    segs = [np.asarray(nib.load(str(written[o][0])).dataobj) for o in predictors]
+    assert any((s != segs[0]).any() for s in segs[1:]), "the predictors should differ"
+
+
 def test_reorient_for_display(volume):
     stored, affine = _permute_and_flip(volume.image, volume.affine)
     label = _permute_and_flip(volume.label, volume.affine)[0]
