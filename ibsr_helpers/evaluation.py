@@ -10,7 +10,6 @@ the notebooks and the grading report show.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -266,9 +265,7 @@ def evaluate_runs(
     Raises:
         IBSRError: If a volume has no label or an entry holds no run.
     """
-    import torch
-
-    from ibsr_helpers.inference import Run, ensemble_average, predict_probabilities
+    from ibsr_helpers.inference import Run, predict_shared
 
     members = {name: [r] if isinstance(r, Run) else list(r) for name, r in runs.items()}
     if any(not m for m in members.values()):
@@ -277,18 +274,8 @@ def evaluate_runs(
     for vol in tqdm(volumes, desc="evaluating", unit="volume", disable=not progress):
         if vol.label is None:
             raise IBSRError(f"subject {vol.id} has no label to evaluate against", vol.subject.image)
-        cache: dict[int, tuple[torch.Tensor, float]] = {}
-        for name, group in members.items():
-            for run in group:
-                if id(run) not in cache:
-                    start = time.perf_counter()
-                    probs = predict_probabilities(run, vol, tta=tta)
-                    cache[id(run)] = (probs, time.perf_counter() - start)
-            probs = ensemble_average([cache[id(r)][0] for r in group])
-            seconds = sum(cache[id(r)][1] for r in group)
-            seg = probs.argmax(0).numpy().astype(np.uint8)
-            if postprocess is not None:
-                seg = postprocess(seg, vol)
+        predicted = predict_shared({n: (g, tta) for n, g in members.items()}, vol, postprocess)
+        for name, (seg, seconds) in predicted.items():
             if segmentations is not None:
                 segmentations.setdefault(name, {})[vol.id] = seg
             scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=hd)

@@ -21,7 +21,7 @@ planes make the classic multi-plane fusion.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "predict_volume",
     "predict_folder",
     "predict_folders",
+    "predict_shared",
     "ensemble_average",
     "sliding_window",
     "window_slices",
@@ -298,6 +299,47 @@ def _segment(probs: torch.Tensor, volume: Volume, postprocess: Any) -> np.ndarra
     return seg if postprocess is None else postprocess(seg, volume)
 
 
+def predict_shared(
+    predictors: Mapping[Hashable, tuple[Sequence[Run], bool]],
+    volume: Volume,
+    postprocess: Any = None,
+) -> dict[Hashable, tuple[np.ndarray, float]]:
+    """Segment one volume with several runs and ensembles, each run predicting once.
+
+    A run that is in several predictors predicts the volume once per TTA setting; each
+    predictor averages its members' probabilities from those shared passes, exactly as
+    :func:`predict_volume` would. Scoring ten ensembles of five runs thus costs about
+    five forward passes, not fifty.
+
+    Args:
+        predictors: Key -> (runs, flip TTA), one per single model or ensemble.
+        volume: A scan as stored.
+        postprocess: Optional :class:`ibsr_helpers.postprocessing.PostProcessing`, applied
+            to every predictor's segmentation.
+
+    Returns:
+        Key -> (``(X, Y, Z)`` uint8 labels, seconds of prediction: for an ensemble, the
+        sum over its members, what it costs alone).
+
+    Raises:
+        IBSRError: If a predictor has no run.
+    """
+    import time
+
+    shared: dict[tuple[int, bool], tuple[torch.Tensor, float]] = {}
+    out = {}
+    for key, (members, tta) in predictors.items():
+        for run in members:
+            if (id(run), tta) not in shared:
+                start = time.perf_counter()
+                probs = predict_probabilities(run, volume, tta)
+                shared[id(run), tta] = (probs, time.perf_counter() - start)
+        probs = ensemble_average([shared[id(r), tta][0] for r in members])
+        seconds = sum(shared[id(r), tta][1] for r in members)
+        out[key] = (_segment(probs, volume, postprocess), seconds)
+    return out
+
+
 def predict_folder(
     run_dirs: Sequence[str | Path],
     input_dir: str | Path,
@@ -337,10 +379,8 @@ def predict_folders(
 ) -> dict[Path, list[Path]]:
     """Predict every image under ``input_dir`` with several runs and ensembles at once.
 
-    Each run is loaded once and predicts each volume once (and once more with TTA if a
-    predictor asks for it); every predictor averages its members' probabilities from
-    that shared pass, exactly as :func:`predict_volume` would. Scoring ten ensembles of
-    five runs thus costs about five forward passes per volume, not fifty.
+    Each run is loaded once and predicts each volume once per TTA setting for all the
+    predictors it is in (:func:`predict_shared`).
 
     Args:
         predictors: Output folder -> (run folders, flip TTA), one per single model or
@@ -359,18 +399,13 @@ def predict_folders(
 
     folders = {Path(r) for members, _ in predictors.values() for r in members}
     runs = {folder: load_run(folder, device) for folder in sorted(folders)}
-    written: dict[Path, list[Path]] = {Path(out): [] for out in predictors}
+    loaded = {Path(out): ([runs[Path(r)] for r in m], tta) for out, (m, tta) in predictors.items()}
+    written: dict[Path, list[Path]] = {out: [] for out in loaded}
     for subject in tqdm(
         find_images(input_dir), desc="predicting", unit="volume", disable=not progress
     ):
         volume = load_subject(subject)
-        shared: dict[tuple[Path, bool], torch.Tensor] = {}
-        for out, (members, tta) in predictors.items():
-            for r in members:
-                if (Path(r), tta) not in shared:
-                    shared[Path(r), tta] = predict_probabilities(runs[Path(r)], volume, tta)
-            probs = ensemble_average([shared[Path(r), tta] for r in members])
-            seg = _segment(probs, volume, postprocess)
-            target = Path(out) / f"{subject.id}_seg.nii.gz"
-            written[Path(out)].append(save_segmentation(seg, volume.nifti, target))
+        for out, (seg, _) in predict_shared(loaded, volume, postprocess).items():
+            target = out / f"{subject.id}_seg.nii.gz"
+            written[out].append(save_segmentation(seg, volume.nifti, target))
     return written
