@@ -15,12 +15,15 @@ Flip test-time augmentation averages the prediction of the volume and of its lef
 mirror image (axis 0 of the RAS-ordered box). Ensembles average the probabilities of
 several runs on the scan's grid (:func:`ensemble_average`, the one place that averages):
 2D and 3D runs, each with its own preprocessing, mix freely, and three 2D runs on three
-planes make the classic multi-plane fusion.
+planes make the classic multi-plane fusion. Several singles and ensembles scored together
+share each run's pass over a volume (:func:`predict_shared`, used by
+:func:`predict_folders` and :func:`ibsr_helpers.evaluation.evaluate_runs`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,8 +327,6 @@ def predict_shared(
     Raises:
         IBSRError: If a predictor has no run.
     """
-    import time
-
     shared: dict[tuple[int, bool], tuple[torch.Tensor, float]] = {}
     out = {}
     for key, (members, tta) in predictors.items():

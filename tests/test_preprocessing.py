@@ -9,6 +9,7 @@ and compared with the original's segmentation in world space.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -324,17 +325,19 @@ def test_scan_without_brain_voxels_is_refused_by_name(tmp_path):
     assert "IBSR_93.nii.gz" in str(err.value)
 
 
+def _saved_run(folder: Path, cfg: dict, seed: int) -> Path:
+    """A run folder holding ``cfg`` and a randomly initialised model's ``best.pt``."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(seed)
+    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    return folder
+
+
 def test_predict_folder_keeps_each_inputs_geometry_and_stops_on_a_bad_scan(volume, tmp_path):
     """A 3-D .nii and a 4-D .nii.gz come back with their own shape, affine and codes; a scan
     with no brain stops the loop with its name, and what was written stays."""
-    cfg = _config("volume")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    import json
-
-    (run_dir / "config.json").write_text(json.dumps(cfg))
-    model = build_model_from_config(cfg)
-    torch.save({"model": model.state_dict()}, run_dir / "best.pt")
+    run_dir = _saved_run(tmp_path / "run", _config("volume"), 0)
     src = tmp_path / "in"
     _write(src / "IBSR_94", "IBSR_94", volume.image.astype(np.int16), volume.affine, ".nii")
     _write(src / "IBSR_95", "IBSR_95", volume.image.astype(np.int16)[..., None], volume.affine)
@@ -351,17 +354,6 @@ def test_predict_folder_keeps_each_inputs_geometry_and_stops_on_a_bad_scan(volum
     with pytest.raises(IBSRError, match="IBSR_96.*no brain voxels"):
         predict_folder([run_dir], src, tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "IBSR_94_seg.nii.gz").is_file()
-
-
-def _saved_run(folder: Path, cfg: dict, seed: int) -> Path:
-    """A run folder holding ``cfg`` and a randomly initialised model's ``best.pt``."""
-    import json
-
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(seed)
-    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
-    return folder
 
 
 def test_predict_folders_shares_each_runs_pass_and_matches_predict_folder(
