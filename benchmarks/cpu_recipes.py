@@ -64,6 +64,16 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "model.encoder_name=resnet34"],
         "sagittal-resnet34",
     ),
+    "2D U-Net sagittal, 7 slices": (
+        "unet2d",
+        ["data.plane=sagittal", "data.context=3"],
+        "sagittal-7slices",
+    ),
+    "2D U-Net sagittal, mirrored": (
+        "unet2d",
+        ["data.plane=sagittal", "data.mirror_sagittal=true"],
+        "sagittal-mirror",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -111,6 +121,33 @@ ENSEMBLES = {
         "2D U-Net sagittal, seed 1",
         "3D U-Net patches",
         "3D U-Net patches, Dice+CE",
+    ],
+    "sagittal (5 + 7 slices) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, 7 slices",
+        "3D U-Net patches",
+    ],
+    "sagittal (5 + 7 slices, seeds 0 + 1) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
+        "2D U-Net sagittal, 7 slices",
+        "3D U-Net patches",
+    ],
+    "sagittal (plain + mirrored) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, mirrored",
+        "3D U-Net patches",
+    ],
+    "sagittal (seeds 0 + 1 + mirrored) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, seed 1",
+        "2D U-Net sagittal, mirrored",
+        "3D U-Net patches",
+    ],
+    "mirrored sagittal + coronal + 3D patches": [
+        "2D U-Net sagittal, mirrored",
+        "2D U-Net coronal",
+        "3D U-Net patches",
     ],
 }
 
