@@ -10,44 +10,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["train_transforms", "mirrors_left_right", "reverse_neighbours"]
+__all__ = ["train_transforms", "mirrors_left_right"]
 
 
 def mirrors_left_right(config: dict) -> bool:
     """Whether a run trains on (and TTA may give it) left-right mirrored inputs.
 
-    A 2D run on sagittal slices only with ``data.mirror_sagittal``: a sagittal slice has
-    no left-right axis, and mirroring the volume only reverses the order of its 2.5D
-    neighbours, which a run never sees unless it trains so (flip TTA lowered the sagittal
-    CPU recipe's mean Dice from 0.934 to 0.928). Configs saved before the key existed
-    read as false.
+    Not a 2D run on sagittal slices: a sagittal slice has no left-right axis, and
+    mirroring the volume only reverses the order of its 2.5D neighbours, which such a run
+    never saw (flip TTA lowered the sagittal CPU recipe's mean Dice from 0.934 to 0.928).
     """
-    data = config["data"]
-    if data["mode"] == "slices" and data["plane"] == "sagittal":
-        return bool(data.get("mirror_sagittal", False))
-    return True
-
-
-def reverse_neighbours(image):
-    """A 2.5D sagittal stack as the left-right mirrored brain gives it: channels reversed.
-
-    Args:
-        image: Channels-first slice stack, numpy array or torch tensor.
-
-    Returns:
-        The stack with its channel (neighbour) order reversed, same type.
-    """
-    if isinstance(image, np.ndarray):
-        return np.ascontiguousarray(image[::-1])
-    return image.flip(0)
+    return not (config["data"]["mode"] == "slices" and config["data"]["plane"] == "sagittal")
 
 
 def train_transforms(config: dict, spatial_dims: int):
     """The random augmentation for training items ``{"image", "label"}`` (MONAI).
 
-    2D slices: rotations (±15°), left-right flips (coronal and axial planes; a sagittal
-    slice has no left-right axis, so with ``data.mirror_sagittal`` its 2.5D neighbours are
-    reversed instead, as in the mirrored brain), small zoom, intensity scale/shift.
+    2D slices: rotations (±15°), left-right flips (coronal and axial planes only: there
+    is no left-right axis in a sagittal slice), small zoom, intensity scale/shift.
     3D volumes and patches: random affine (rotation ±9°, scale ±10%), bias field,
     left-right flips, intensity scale/shift. The transforms accept numpy arrays or
     torch tensors on any device, so the engine can run them on the GPU
@@ -84,10 +64,8 @@ def train_transforms(config: dict, spatial_dims: int):
                 padding_mode="constant",
             ),
         ]
-        if config["data"]["plane"] != "sagittal":
+        if mirrors_left_right(config):
             spatial.append(mt.RandFlipd(keys, prob=0.5, spatial_axis=0))
-        elif mirrors_left_right(config):
-            spatial.append(mt.RandLambdad("image", func=reverse_neighbours, prob=0.5))
     else:
         spatial = [
             mt.RandAffined(

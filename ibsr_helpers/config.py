@@ -41,9 +41,6 @@ DEFAULTS: dict[str, Any] = {
         "plane": "coronal",  # slices only
         "context": 0,  # slices only: k neighbours each side (2.5D -> 2k+1 channels)
         "drop_empty": True,  # slices only: skip slices with no brain
-        # sagittal slices only: also train on mirrored brains (2.5D neighbours reversed),
-        # which lets flip TTA mirror the run
-        "mirror_sagittal": False,
         "patch_size": [64, 64, 64],  # patches only
         # patches: uniform | foreground | class_balanced | weighted
         # slices: uniform | class_balanced
