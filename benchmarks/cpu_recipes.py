@@ -69,10 +69,10 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "data.context=3"],
         "sagittal-7slices",
     ),
-    "2D U-Net sagittal, mirrored": (
+    "2D U-Net sagittal, Dice+CE": (
         "unet2d",
-        ["data.plane=sagittal", "data.mirror_sagittal=true"],
-        "sagittal-mirror",
+        ["data.plane=sagittal", "loss.name=dicece"],
+        "sagittal-dicece",
     ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
@@ -133,20 +133,20 @@ ENSEMBLES = {
         "2D U-Net sagittal, 7 slices",
         "3D U-Net patches",
     ],
-    "sagittal (plain + mirrored) + coronal + 3D patches": [
-        *PLANES[:2],
-        "2D U-Net sagittal, mirrored",
+    "sagittal (Dice+CE) + coronal + 3D patches": [
+        "2D U-Net sagittal, Dice+CE",
+        "2D U-Net coronal",
         "3D U-Net patches",
     ],
-    "sagittal (seeds 0 + 1 + mirrored) + coronal + 3D patches": [
+    "sagittal (Dice+Focal + Dice+CE) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, Dice+CE",
+        "3D U-Net patches",
+    ],
+    "sagittal (seeds 0 + 1, Dice+CE) + coronal + 3D patches": [
         *PLANES[:2],
         "2D U-Net sagittal, seed 1",
-        "2D U-Net sagittal, mirrored",
-        "3D U-Net patches",
-    ],
-    "mirrored sagittal + coronal + 3D patches": [
-        "2D U-Net sagittal, mirrored",
-        "2D U-Net coronal",
+        "2D U-Net sagittal, Dice+CE",
         "3D U-Net patches",
     ],
 }
