@@ -9,7 +9,10 @@ CPU, full profile on a GPU unless ``--profile`` says otherwise):
 * throughput in slices, volumes or patches per second (what one step trains on);
 * inference seconds per volume (one validation subject, preprocessing cached: the
   network, the sliding window and the way back onto the scan's grid), without and with
-  flip TTA;
+  flip TTA; and the same TTA prediction with the network swapped for a 1x1 convolution
+  (``infer_host_tta_s``): what everything but the network costs (slicing or windows,
+  softmax, flips, copies between devices, the way back, the labels), the floor no faster
+  GPU lowers;
 * peak memory: process RSS on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
 
 Each model runs in its own process, so peak memories do not mix and one failure (out of
@@ -58,7 +61,12 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
     from ibsr_helpers.data import load_split, resolve_data_dir
     from ibsr_helpers.environment import get_device, seed_everything
     from ibsr_helpers.inference import Run, predict_volume
-    from ibsr_helpers.models import build_model_from_config, count_parameters
+    from ibsr_helpers.models import (
+        build_model_from_config,
+        count_parameters,
+        model_in_channels,
+        spatial_dims,
+    )
     from ibsr_helpers.preprocessing import prepare_for
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
     from ibsr_helpers.training import build_pipeline, build_train_step
@@ -95,6 +103,14 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             infer[tta] = time.perf_counter() - start
+    conv = torch.nn.Conv2d if spatial_dims(cfg["model"]["name"]) == 2 else torch.nn.Conv3d
+    free = Run(conv(model_in_channels(cfg), 4, 1).to(device).eval(), cfg)
+    predict_volume(free, val_vol, tta=True)
+    start = time.perf_counter()
+    predict_volume(free, val_vol, tta=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    infer["host"] = time.perf_counter() - start
     size = (
         d["patch_size"]
         if d["mode"] == "patches"
@@ -114,6 +130,7 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
         "items_per_s": real["batch"] / real["step_s"],
         "infer_s": infer[False],
         "infer_tta_s": infer[True],
+        "infer_host_tta_s": infer["host"],
         "train_peak_MB": max(real["peak_mb"], resident["peak_mb"]),
         "infer_peak_MB": peak.mb,
         "memory": peak.kind,

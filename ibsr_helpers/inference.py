@@ -269,6 +269,8 @@ def ensemble_average(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     if not probabilities:
         raise IBSRError("no run given to predict with")
+    if len(probabilities) == 1:
+        return probabilities[0]  # a single run: no copy of a (4, X, Y, Z) volume
     return torch.stack(list(probabilities)).mean(0)
 
 
@@ -297,8 +299,13 @@ def predict_volume(
 
 
 def _segment(probs: torch.Tensor, volume: Volume, postprocess: Any) -> np.ndarray:
-    """The labels of the most probable class, post-processed if asked."""
-    seg = probs.argmax(0).numpy().astype(np.uint8)
+    """The labels of the most probable class, post-processed if asked.
+
+    ``max(0).indices`` is ``argmax(0)`` (the first maximum wins a tie) at a ninth of its
+    CPU time on a ``(4, X, Y, Z)`` volume: torch's argmax over the leading axis is slow
+    (``benchmarks/README.md``, "Inference outside the network").
+    """
+    seg = probs.max(0).indices.numpy().astype(np.uint8)
     return seg if postprocess is None else postprocess(seg, volume)
 
 

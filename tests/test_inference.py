@@ -11,6 +11,7 @@ from ibsr_helpers.config import load_config
 from ibsr_helpers.data import Subject, Volume
 from ibsr_helpers.inference import (
     Run,
+    _segment,
     predict_probabilities,
     predict_volume,
     sliding_window,
@@ -91,6 +92,18 @@ def test_ensemble_averages_probabilities():
     _, pb = predict_volume(b, vol)
     _, pab = predict_volume([a, b], vol)
     torch.testing.assert_close(pab, (pa + pb) / 2)
+
+
+def test_labels_are_the_first_most_probable_class():
+    rng = np.random.default_rng(2)
+    probs = torch.from_numpy(rng.dirichlet(np.ones(4), size=(9, 8, 7)).astype(np.float32))
+    probs = torch.movedim(probs, -1, 0).contiguous()
+    probs[:, 0, 0, 0] = 0.25  # a four-way tie: background, as argmax says
+    probs[:, 1, 0, 0] = torch.tensor([0.1, 0.1, 0.4, 0.4])  # GM and WM tie: GM
+    seg = _segment(probs, None, None)
+    assert seg.dtype == np.uint8
+    np.testing.assert_array_equal(seg, probs.numpy().argmax(0))
+    assert seg[0, 0, 0] == 0 and seg[1, 0, 0] == 2
 
 
 @pytest.mark.parametrize(
