@@ -24,6 +24,7 @@ Usage::
     python benchmarks/bench_models.py                       # all models, auto device
     python benchmarks/bench_models.py --models unet3d unetr --device cuda --steps 20
     python benchmarks/bench_models.py --device cpu --steps 3 --out bench_cpu.csv
+    python benchmarks/bench_models.py --models unet3d --profile cpu --set model.num_res_units=1
 """
 
 from __future__ import annotations
@@ -53,8 +54,15 @@ UNITS = {"slices": "slices", "volume": "volumes", "patches": "patches"}
 N_TRAIN = 4  # training subjects loaded: enough for the loader to vary its samples
 
 
-def measure(name: str, device_name: str, profile: str, steps: int, data: str | None) -> dict:
-    """Measure one model in this process; returns one table row."""
+def measure(
+    name: str,
+    device_name: str,
+    profile: str,
+    steps: int,
+    data: str | None,
+    sets: list[str] | None = None,
+) -> dict:
+    """Measure one model in this process (``sets``: extra config overrides); one table row."""
     import torch
 
     from ibsr_helpers.config import load_config
@@ -72,7 +80,7 @@ def measure(name: str, device_name: str, profile: str, steps: int, data: str | N
     from ibsr_helpers.training import build_pipeline, build_train_step
 
     config_file, overrides = BENCHES[name]
-    cfg = load_config(CONFIGS / config_file, profile, overrides)
+    cfg = load_config(CONFIGS / config_file, profile, [*overrides, *(sets or [])])
     device = get_device(device_name)
     seed_everything(0)
     d, t = cfg["data"], cfg["train"]
@@ -157,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default=None, help="config profile (default: quick on CPU, full on CUDA)"
     )
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every model, as ibsr-seg train --set (repeatable)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if device == "auto" else device
     profile = args.profile or ("full" if device.startswith("cuda") else "quick")
     if args.child:  # one model, in a fresh process: print its row as JSON
-        row = measure(args.child, device, profile, args.steps, args.data)
+        row = measure(args.child, device, profile, args.steps, args.data, args.set)
         print("ROW " + json.dumps(row), flush=True)
         return 0
 
@@ -181,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:11s} {value}")
     root, _ = resolve_data_dir(args.data)
     print(f"{'data':11s} {describe_source(root)}")
+    print(f"{'overrides':11s} {' '.join(args.set) or 'none'}")
     print(f"{'device':11s} {device}, profile {profile}, {args.steps} timed steps\n", flush=True)
 
     rows = []
@@ -198,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             profile,
             "--data",
             str(root),
+            *(f"--set={o}" for o in args.set),
         ]
         start = time.time()
         done = subprocess.run(

@@ -74,6 +74,12 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "loss.name=dicece"],
         "sagittal-dicece",
     ),
+    "2D U-Net sagittal, Dice+CE, lr 0.001": (
+        "unet2d",
+        ["data.plane=sagittal", "loss.name=dicece", "optim.lr=0.001"],
+        "sagittal-dicece-lr1e-3",
+    ),
+    "3D U-Net patches, 36 epochs": ("unet3d_patches", ["train.epochs=36"], "36ep"),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -148,6 +154,23 @@ ENSEMBLES = {
         "2D U-Net sagittal, seed 1",
         "2D U-Net sagittal, Dice+CE",
         "3D U-Net patches",
+    ],
+    "sagittal (Dice+Focal + Dice+CE at lr 0.002 and 0.001) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, Dice+CE",
+        "2D U-Net sagittal, Dice+CE, lr 0.001",
+        "3D U-Net patches",
+    ],
+    "sagittal (Dice+Focal + Dice+CE) + coronal + 3D patches (36 epochs)": [
+        *PLANES[:2],
+        "2D U-Net sagittal, Dice+CE",
+        "3D U-Net patches, 36 epochs",
+    ],
+    "sagittal (Dice+Focal + Dice+CE) + coronal + 3D patches (28 + 36 epochs)": [
+        *PLANES[:2],
+        "2D U-Net sagittal, Dice+CE",
+        "3D U-Net patches",
+        "3D U-Net patches, 36 epochs",
     ],
 }
 
