@@ -101,24 +101,22 @@ def measure(
     fixed = next_batch()  # the loader holds warm-up + steps + 1 batches
     resident = time_train_steps(step, lambda: fixed, steps=steps, warmup=0)
 
+    def seconds(run: Run, tta: bool) -> float:
+        start = time.perf_counter()
+        predict_volume(run, val_vol, tta=tta)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
     run = Run(model.eval(), cfg)
     predict_volume(run, val_vol)  # warm-up: preprocessing cached, allocator, autotuning
-    infer = {}
     with PeakMemory(device) as peak:
-        for tta in (False, True):
-            start = time.perf_counter()
-            predict_volume(run, val_vol, tta=tta)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            infer[tta] = time.perf_counter() - start
+        infer = {tta: seconds(run, tta) for tta in (False, True)}
+    # the same TTA prediction through a 1x1 convolution: what the pipeline costs
     conv = torch.nn.Conv2d if spatial_dims(cfg["model"]["name"]) == 2 else torch.nn.Conv3d
     free = Run(conv(model_in_channels(cfg), 4, 1).to(device).eval(), cfg)
-    predict_volume(free, val_vol, tta=True)
-    start = time.perf_counter()
-    predict_volume(free, val_vol, tta=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    infer["host"] = time.perf_counter() - start
+    seconds(free, True)  # warm-up
+    infer["host"] = seconds(free, True)
     size = (
         d["patch_size"]
         if d["mode"] == "patches"
