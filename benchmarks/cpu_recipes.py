@@ -80,6 +80,21 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         "sagittal-dicece-lr1e-3",
     ),
     "3D U-Net patches, 36 epochs": ("unet3d_patches", ["train.epochs=36"], "36ep"),
+    "2D EfficientNet-B0 U-Net sagittal, 16 epochs": (
+        "unet2d",
+        [
+            "data.plane=sagittal",
+            "model.name=efficientunet2d",
+            "model.encoder_name=timm-efficientnet-b0",
+            "train.epochs=16",
+        ],
+        "sagittal-effb0-16ep",
+    ),
+    "2D U-Net sagittal, gamma": (
+        "unet2d",
+        ["data.plane=sagittal", "data.gamma=[0.7,1.5]"],
+        "sagittal-gamma",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -171,6 +186,33 @@ ENSEMBLES = {
         "2D U-Net sagittal, Dice+CE",
         "3D U-Net patches",
         "3D U-Net patches, 36 epochs",
+    ],
+    "sagittal (ResNet-18 + EfficientNet-B0) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D EfficientNet-B0 U-Net sagittal, 16 epochs",
+        "3D U-Net patches",
+    ],
+    "sagittal (ResNet-18 Dice+Focal + Dice+CE + EfficientNet-B0) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, Dice+CE",
+        "2D EfficientNet-B0 U-Net sagittal, 16 epochs",
+        "3D U-Net patches",
+    ],
+    "sagittal (gamma) + coronal + 3D patches": [
+        "2D U-Net sagittal, gamma",
+        "2D U-Net coronal",
+        "3D U-Net patches",
+    ],
+    "sagittal (Dice+Focal + gamma) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, gamma",
+        "3D U-Net patches",
+    ],
+    "sagittal (Dice+Focal + Dice+CE + gamma) + coronal + 3D patches": [
+        *PLANES[:2],
+        "2D U-Net sagittal, Dice+CE",
+        "2D U-Net sagittal, gamma",
+        "3D U-Net patches",
     ],
 }
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["train_transforms", "mirrors_left_right"]
+__all__ = ["train_transforms", "mirrors_left_right", "brain_gamma"]
+
+#: How often the contrast gamma (``data.gamma``) is applied to a training item.
+GAMMA_PROB = 0.3
 
 
 def mirrors_left_right(config: dict) -> bool:
@@ -23,18 +26,51 @@ def mirrors_left_right(config: dict) -> bool:
     return not (config["data"]["mode"] == "slices" and config["data"]["plane"] == "sagittal")
 
 
+def _nonzero(x: np.ndarray) -> np.ndarray:
+    """The brain: every voxel not exactly 0 (z-scores are negative too)."""
+    return x != 0
+
+
+def brain_gamma(gamma: tuple[float, float], prob: float = GAMMA_PROB) -> list:
+    """Random gamma on the brain's contrast; the background (exactly 0) stays 0 (MONAI).
+
+    ``RandAdjustContrastd`` with ``retain_stats`` (the image keeps its mean and sd, so
+    the z-scores stay z-scores) bends the whole image from its minimum, which would light up the zero background
+    around the brain; a copy of the image taken before serves as the brain mask after
+    (every voxel not 0: MONAI's default mask, the positive voxels, would cut the
+    negative z-scores, the darker half of the brain).
+
+    Args:
+        gamma: Range the gamma is drawn from (below 1 brightens the dark tissues).
+        prob: Probability of applying it to an item.
+
+    Returns:
+        The transforms, to be placed in a ``Compose``.
+    """
+    from monai import transforms as mt
+
+    return [
+        mt.CopyItemsd("image", names="brain"),
+        mt.RandAdjustContrastd("image", prob=prob, gamma=gamma, retain_stats=True),
+        mt.MaskIntensityd("image", mask_key="brain", select_fn=_nonzero),
+        mt.DeleteItemsd("brain"),
+    ]
+
+
 def train_transforms(config: dict, spatial_dims: int):
     """The random augmentation for training items ``{"image", "label"}`` (MONAI).
 
     2D slices: rotations (±15°), left-right flips (coronal and axial planes only: there
     is no left-right axis in a sagittal slice), small zoom, intensity scale/shift.
     3D volumes and patches: random affine (rotation ±9°, scale ±10%), bias field,
-    left-right flips, intensity scale/shift. The transforms accept numpy arrays or
-    torch tensors on any device, so the engine can run them on the GPU
+    left-right flips, intensity scale/shift. With ``data.gamma`` ([low, high]), also a
+    random gamma of the brain's contrast (:func:`brain_gamma`). The transforms accept
+    numpy arrays or torch tensors on any device, so the engine can run them on the GPU
     (``data.gpu_augment``).
 
     Args:
-        config: Full training config (reads ``data.augment``, ``data.plane``).
+        config: Full training config (reads ``data.augment``, ``data.gamma``,
+            ``data.plane``).
         spatial_dims: 2 or 3.
 
     Returns:
@@ -79,4 +115,6 @@ def train_transforms(config: dict, spatial_dims: int):
             mt.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.1)),
             mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
         ]
+    if config["data"].get("gamma") is not None:
+        intensity += brain_gamma(tuple(config["data"]["gamma"]))
     return mt.Compose(spatial + intensity)

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
         "class_ratios": [0.0, 1.0, 1.0, 1.0],  # class_balanced sampler: bg, CSF, GM, WM
         "weight_map": "boundary",  # weighted sampler: boundary | inverse_frequency
         "augment": True,
+        "gamma": None,  # augmentation: [low, high] gamma of the brain's contrast, or None
         "gpu_augment": False,  # volume/patches: run random transforms on the device
         "num_workers": 0,
     },
@@ -146,6 +147,16 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         (len(data["roi"]) == 3, "data.roi needs three sizes"),
         (len(data["patch_size"]) == 3, "data.patch_size needs three sizes"),
         (int(data["context"]) >= 0, "data.context must be >= 0"),
+        (
+            data.get("gamma") is None
+            or (
+                isinstance(data["gamma"], list | tuple)
+                and len(data["gamma"]) == 2
+                and 0 < data["gamma"][0] <= data["gamma"][1]
+            ),
+            "data.gamma must be null or [low, high] with 0 < low <= high, "
+            f"got {data.get('gamma')!r}",
+        ),
         (int(config["train"]["epochs"]) >= 1, "train.epochs must be >= 1"),
         (int(config["train"]["batch_size"]) >= 1, "train.batch_size must be >= 1"),
         (

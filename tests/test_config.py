@@ -49,6 +49,8 @@ def test_profile_and_overrides(tmp_path):
         ("data: {plane: oblique}\nprofiles: {quick: {}}", "data.plane"),
         ("data: {mode: slices, sampler: weighted}\nprofiles: {quick: {}}", "slices"),
         ("data: {class_ratios: [1, 1]}\nprofiles: {quick: {}}", "class_ratios"),
+        ("data: {gamma: [1.5, 0.7]}\nprofiles: {quick: {}}", "data.gamma"),
+        ("data: {gamma: 1.2}\nprofiles: {quick: {}}", "data.gamma"),
     ],
 )
 def test_bad_config_names_file(tmp_path, text, match):
