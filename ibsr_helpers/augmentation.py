@@ -35,10 +35,10 @@ def brain_gamma(gamma: tuple[float, float], prob: float = GAMMA_PROB) -> list:
     """Random gamma on the brain's contrast; the background (exactly 0) stays 0 (MONAI).
 
     ``RandAdjustContrastd`` with ``retain_stats`` (the image keeps its mean and sd, so
-    the z-scores stay z-scores) bends the whole image from its minimum, which would light up the zero background
-    around the brain; a copy of the image taken before serves as the brain mask after
-    (every voxel not 0: MONAI's default mask, the positive voxels, would cut the
-    negative z-scores, the darker half of the brain).
+    the z-scores stay z-scores) bends the whole image from its minimum, which would light
+    up the zero background around the brain; a copy of the image taken before serves as
+    the brain mask after (every voxel not 0: MONAI's default mask, the positive voxels,
+    would cut the negative z-scores, the darker half of the brain).
 
     Args:
         gamma: Range the gamma is drawn from (below 1 brightens the dark tissues).

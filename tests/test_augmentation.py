@@ -18,12 +18,15 @@ def _brain_item(seed: int = 0) -> dict:
     return {"image": image, "label": np.zeros((1, 32, 32), np.int64)}
 
 
-def test_brain_gamma_bends_the_brain_and_keeps_the_background():
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "torch"])
+def test_brain_gamma_bends_the_brain_and_keeps_the_background(as_tensor):
+    import torch
     from monai.transforms import Compose
 
     item = _brain_item()
-    out = Compose(brain_gamma((2.0, 2.0), prob=1.0))({k: v.copy() for k, v in item.items()})
-    image = np.asarray(out["image"])
+    given = {k: torch.as_tensor(v) if as_tensor else v.copy() for k, v in item.items()}
+    out = Compose(brain_gamma((2.0, 2.0), prob=1.0))(given)
+    image = np.asarray(torch.as_tensor(out["image"]))
     assert set(out) == {"image", "label"}  # the mask copy is removed again
     brain = item["image"] != 0
     assert np.all(image[~brain] == 0)
