@@ -8,7 +8,12 @@ Prediction never augments, except the flip test-time augmentation of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["train_transforms", "mirrors_left_right", "brain_gamma"]
 
@@ -26,7 +31,7 @@ def mirrors_left_right(config: dict) -> bool:
     return not (config["data"]["mode"] == "slices" and config["data"]["plane"] == "sagittal")
 
 
-def _nonzero(x: np.ndarray) -> np.ndarray:
+def _nonzero(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """The brain: every voxel not exactly 0 (z-scores are negative too)."""
     return x != 0
 

@@ -132,6 +132,7 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         IBSRError: Naming the config file and the bad setting.
     """
     data = config["data"]
+    gamma = data["gamma"]
     checks = [
         (data["mode"] in _MODES, f"data.mode must be one of {_MODES}, got {data['mode']!r}"),
         (data["plane"] in _PLANES, f"data.plane must be one of {_PLANES}, got {data['plane']!r}"),
@@ -148,14 +149,9 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         (len(data["patch_size"]) == 3, "data.patch_size needs three sizes"),
         (int(data["context"]) >= 0, "data.context must be >= 0"),
         (
-            data.get("gamma") is None
-            or (
-                isinstance(data["gamma"], list | tuple)
-                and len(data["gamma"]) == 2
-                and 0 < data["gamma"][0] <= data["gamma"][1]
-            ),
-            "data.gamma must be null or [low, high] with 0 < low <= high, "
-            f"got {data.get('gamma')!r}",
+            gamma is None
+            or (isinstance(gamma, list | tuple) and len(gamma) == 2 and 0 < gamma[0] <= gamma[1]),
+            f"data.gamma must be null or [low, high] with 0 < low <= high, got {gamma!r}",
         ),
         (int(config["train"]["epochs"]) >= 1, "train.epochs must be >= 1"),
         (int(config["train"]["batch_size"]) >= 1, "train.batch_size must be >= 1"),
