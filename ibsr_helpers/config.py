@@ -51,7 +51,6 @@ DEFAULTS: dict[str, Any] = {
         "weight_map": "boundary",  # weighted sampler: boundary | inverse_frequency
         "augment": True,
         "gamma": None,  # augmentation: [low, high] gamma of the brain's contrast, or None
-        "pseudo_labels": None,  # folder of ID_seg.nii.gz predictions for the test scans
         "gpu_augment": False,  # volume/patches: run random transforms on the device
         "num_workers": 0,
     },
@@ -153,10 +152,6 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
             gamma is None
             or (isinstance(gamma, list | tuple) and len(gamma) == 2 and 0 < gamma[0] <= gamma[1]),
             f"data.gamma must be null or [low, high] with 0 < low <= high, got {gamma!r}",
-        ),
-        (
-            data["pseudo_labels"] is None or isinstance(data["pseudo_labels"], str),
-            f"data.pseudo_labels must be null or a folder, got {data['pseudo_labels']!r}",
         ),
         (int(config["train"]["epochs"]) >= 1, "train.epochs must be >= 1"),
         (int(config["train"]["batch_size"]) >= 1, "train.batch_size must be >= 1"),

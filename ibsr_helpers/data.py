@@ -57,7 +57,6 @@ __all__ = [
     "load_subject",
     "load_subjects",
     "load_split",
-    "load_pseudo_labelled",
     "subjects_table",
     "tissue_volumes",
     "project_root",
@@ -392,38 +391,6 @@ def load_split(
     if not subjects:
         raise IBSRError(f"no {split} subjects found", root)
     return load_subjects(subjects, progress)
-
-
-def load_pseudo_labelled(
-    root: str | Path, labels_dir: str | Path, progress: bool = True
-) -> list[Volume]:
-    """Load the test split's scans with labels a model predicted for them (pseudo-labels).
-
-    IBSR18's test scans come without labels; a folder of ``ID_seg.nii.gz`` predictions
-    for them (e.g. an ensemble's ``ibsr-seg predict`` output) turns them into extra,
-    imperfectly labelled training subjects. No validation label is involved.
-
-    Args:
-        root: The data set (as for :func:`discover`).
-        labels_dir: Folder holding ``ID_seg.nii.gz`` for every test subject.
-        progress: Show a tqdm bar.
-
-    Raises:
-        IBSRError: If the folder, the test subjects or one subject's labels are missing.
-    """
-    folder = Path(labels_dir)
-    if not folder.is_dir():
-        raise IBSRError("pseudo-label folder not found (data.pseudo_labels)", folder)
-    subjects = discover(root, splits=["test"])
-    if not subjects:
-        raise IBSRError("no test subjects to attach pseudo-labels to", root)
-    labelled = []
-    for subject in subjects:
-        label = folder / f"{subject.id}_seg.nii.gz"
-        if not label.is_file():
-            raise IBSRError(f"no pseudo-label for test subject {subject.id}", label)
-        labelled.append(dataclasses.replace(subject, label=label))
-    return load_subjects(labelled, progress)
 
 
 def tissue_volumes(volumes: Sequence[Volume]):  # -> pandas.DataFrame

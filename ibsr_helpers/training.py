@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from ibsr_helpers.augmentation import train_transforms
 from ibsr_helpers.config import DEFAULTS
-from ibsr_helpers.data import Volume, describe_source, load_pseudo_labelled, load_split
+from ibsr_helpers.data import Volume, describe_source, load_split
 from ibsr_helpers.datasets import EpochSampler, build_train_dataset
 from ibsr_helpers.environment import Precision, choose_precision, get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
@@ -499,10 +499,9 @@ class Trainer:
                 f"model {name!r} is {spatial_dims(name)}D but data.mode is {dcfg['mode']!r}"
             )
         n_val = int(tcfg["max_val_subjects"] or 0) or None
-        train = load_split(self.data_dir, "train", None, self.progress)
-        if dcfg["pseudo_labels"]:
-            train += load_pseudo_labelled(self.data_dir, dcfg["pseudo_labels"], self.progress)
-        self.train_set = prepare_for(self.config, train)
+        self.train_set = prepare_for(
+            self.config, load_split(self.data_dir, "train", None, self.progress)
+        )
         if self.main:
             self.val_set = load_split(self.data_dir, "val", n_val, self.progress)
             prepare_for(self.config, self.val_set)  # cached on the volumes

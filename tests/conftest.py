@@ -49,29 +49,3 @@ def any_root() -> Path:
     from ibsr_helpers.data import resolve_data_dir
 
     return resolve_data_dir(demo_dir=Path(os.environ.get("TMPDIR", "/tmp")) / "ibsr_demo_tests")[0]
-
-
-@pytest.fixture
-def pseudo_labels(demo_root: Path, tmp_path: Path) -> tuple[Path, dict]:
-    """A folder of plausible labels (brain intensity tertiles) for the demo test scans.
-
-    Returns:
-        The folder and ``{subject id: label array written}``.
-    """
-    import nibabel as nib
-    import numpy as np
-
-    from ibsr_helpers.data import discover
-
-    folder = tmp_path / "pseudo"
-    folder.mkdir()
-    written = {}
-    for subject in discover(demo_root, splits=["test"]):
-        img = nib.load(subject.image)
-        image = np.asarray(img.dataobj, np.float32).reshape(subject.shape)
-        brain = image > 0
-        cuts = np.percentile(image[brain], [33, 66])
-        label = np.where(brain, 1 + np.digitize(image, cuts), 0).astype(np.uint8)
-        nib.save(nib.Nifti1Image(label, img.affine), folder / f"{subject.id}_seg.nii.gz")
-        written[subject.id] = label
-    return folder, written

@@ -51,7 +51,6 @@ def test_profile_and_overrides(tmp_path):
         ("data: {class_ratios: [1, 1]}\nprofiles: {quick: {}}", "class_ratios"),
         ("data: {gamma: [1.5, 0.7]}\nprofiles: {quick: {}}", "data.gamma"),
         ("data: {gamma: 1.2}\nprofiles: {quick: {}}", "data.gamma"),
-        ("data: {pseudo_labels: [a, b]}\nprofiles: {quick: {}}", "data.pseudo_labels"),
     ],
 )
 def test_bad_config_names_file(tmp_path, text, match):

@@ -194,26 +194,3 @@ def test_real_brain_volume_is_plausible(any_root):
     assert 800 < df["volume_ml"].sum() < 2000
     percent = df.set_index("tissue")["percent"]
     assert percent["CSF"] < percent["GM"]
-
-
-# --- pseudo-labels for the unlabelled test scans ------------------------------------------
-
-
-def test_load_pseudo_labelled_attaches_the_folder_labels(demo_root, pseudo_labels):
-    folder, written = pseudo_labels
-    volumes = data.load_pseudo_labelled(demo_root, folder, progress=False)
-    assert [v.id for v in volumes] == sorted(written)
-    for vol in volumes:
-        assert vol.subject.split == "test"
-        np.testing.assert_array_equal(vol.label, written[vol.id])
-
-
-def test_load_pseudo_labelled_names_the_missing_file(demo_root, tmp_path):
-    (tmp_path / "pseudo").mkdir()
-    test_id = data.discover(demo_root, splits=["test"])[0].id
-    with pytest.raises(IBSRError, match=f"no pseudo-label for test subject {test_id}") as err:
-        data.load_pseudo_labelled(demo_root, tmp_path / "pseudo", progress=False)
-    assert f"{test_id}_seg.nii.gz" in str(err.value)
-    with pytest.raises(IBSRError, match="pseudo-label folder not found") as err:
-        data.load_pseudo_labelled(demo_root, tmp_path / "nowhere", progress=False)
-    assert "nowhere" in str(err.value)

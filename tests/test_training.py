@@ -217,23 +217,3 @@ def test_model_and_mode_mismatch(demo_root, tmp_path):
     cfg = _config(**{"data.mode": "patches"})
     with pytest.raises(IBSRError, match="2D but data.mode is 'patches'"):
         training.train(cfg, demo_root, tmp_path / "x", progress=False)
-
-
-def test_pseudo_labelled_test_scans_join_the_training_set(
-    demo_root, pseudo_labels, tmp_path, monkeypatch
-):
-    folder, written = pseudo_labels
-    seen = []
-    real = training.build_pipeline
-
-    def recording(config, volumes, *args, **kwargs):
-        seen.extend(volumes)
-        return real(config, volumes, *args, **kwargs)
-
-    monkeypatch.setattr(training, "build_pipeline", recording)
-    cfg = _config(**{"train.epochs": 1, "data.pseudo_labels": str(folder)})
-    training.train(cfg, demo_root, tmp_path / "run", progress=False)
-    assert len(seen) == 2 + len(written)  # the demo's two training subjects + its test scan
-    for test_id in written:
-        pseudo = next(p for p in seen if p.id == test_id)
-        assert pseudo.label.sum() > 0 and set(np.unique(pseudo.label)) == {0, 1, 2, 3}
