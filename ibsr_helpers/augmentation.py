@@ -120,6 +120,7 @@ def train_transforms(config: dict, spatial_dims: int):
             mt.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.1)),
             mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
         ]
-    if config["data"].get("gamma") is not None:
-        intensity += brain_gamma(tuple(config["data"]["gamma"]))
+    gamma = config["data"]["gamma"]  # defaults are merged in: always present
+    if gamma is not None:
+        intensity += brain_gamma(tuple(gamma))
     return mt.Compose(spatial + intensity)
