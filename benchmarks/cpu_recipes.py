@@ -325,12 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": f"{hw['cpu']}, {hw['cores']} cores, {hw['memory_gb']} GiB; GPU: {hw['gpu']}",
         "data": describe_source(root),
         "training commands": "; ".join(f"{n}: `{c}`" for n, c in commands.items()),
-        "ensembles": "; ".join(
-            f"{e}: `ibsr-seg predict` with one `--run` per member"
-            for e in ENSEMBLES
-            if e in predictors
-        )
-        + " (+ TTA: and `--tta`, left-right flips averaged)",
+        "ensembles": "each `ibsr-seg predict` with one `--run` per member (+ TTA: and "
+        "`--tta`, left-right flips averaged): "
+        + "; ".join(e for e in ENSEMBLES if e in predictors),
     }
     csv_path, md_path = write_results(table, reports, about)
     print(f"\nwrote {csv_path} and {md_path}")
