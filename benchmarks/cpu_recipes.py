@@ -54,7 +54,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "3D U-Net patches, Dice+CE": ("unet3d_patches", ["loss.name=dicece"], "dicece"),
     "2D U-Net sagittal, 36 epochs": (
         "unet2d",
-        ["data.plane=sagittal", "train.epochs=36"],
+        ["data.plane=sagittal", "train.epochs=36", "train.minutes=null"],
         "sagittal-36ep",
     ),
     "2D U-Net sagittal, seed 1": ("unet2d", ["data.plane=sagittal", "seed=1"], "sagittal"),
@@ -79,7 +79,11 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "loss.name=dicece", "optim.lr=0.001"],
         "sagittal-dicece-lr1e-3",
     ),
-    "3D U-Net patches, 36 epochs": ("unet3d_patches", ["train.epochs=36"], "36ep"),
+    "3D U-Net patches, 36 epochs": (
+        "unet3d_patches",
+        ["train.epochs=36", "train.minutes=null"],
+        "36ep",
+    ),
     "2D EfficientNet-B0 U-Net sagittal, 16 epochs": (
         "unet2d",
         [

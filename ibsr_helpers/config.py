@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": True,  # 2D models, NHWC memory layout (CUDA and CPU)
         "max_val_subjects": None,  # validate on the first N validation subjects only
         "val_hd95": False,  # also score HD95 at each validation (about 1 s per subject)
+        "minutes": None,  # budget: fewer steps per epoch where the recipe would take longer
     },
     "inference": {"overlap": 0.5, "sw_batch_size": 4, "tta": False, "batch_size": 16},
 }
@@ -132,7 +133,7 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         IBSRError: Naming the config file and the bad setting.
     """
     data = config["data"]
-    gamma = data["gamma"]
+    gamma, minutes = data["gamma"], config["train"]["minutes"]
     checks = [
         (data["mode"] in _MODES, f"data.mode must be one of {_MODES}, got {data['mode']!r}"),
         (data["plane"] in _PLANES, f"data.plane must be one of {_PLANES}, got {data['plane']!r}"),
@@ -155,6 +156,11 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         ),
         (int(config["train"]["epochs"]) >= 1, "train.epochs must be >= 1"),
         (int(config["train"]["batch_size"]) >= 1, "train.batch_size must be >= 1"),
+        (
+            minutes is None
+            or (isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0),
+            f"train.minutes must be null or a number > 0, got {minutes!r}",
+        ),
         (
             config["train"]["precision"] in _PRECISIONS,
             f"train.precision must be one of {_PRECISIONS}, got {config['train']['precision']!r}",

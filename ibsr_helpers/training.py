@@ -10,6 +10,8 @@ A run is a sequence of named steps, in the shape of MONAI's engines and their ev
    becomes the training scans' median spacing, recorded in the run's config;
 3. :meth:`Trainer.build`: model, loss, AdamW with linear warm-up then cosine decay, and the
    precision the device runs best (:func:`ibsr_helpers.environment.choose_precision`);
+   with ``train.minutes`` set, :meth:`Trainer.fit_to_minutes` times a few steps first and
+   shortens the epochs to fit that many minutes of training on this machine;
 4. :meth:`Trainer.restore`: continue from ``last.pt`` (``resume=True``);
 5. per epoch :meth:`Trainer.train_epoch`, whose every step is :class:`TrainStep` (the one
    copy of the training step, also timed by :mod:`ibsr_helpers.profiling`), then
@@ -60,6 +62,7 @@ from ibsr_helpers.losses import build_loss
 from ibsr_helpers.metrics import evaluate_segmentation
 from ibsr_helpers.models import build_model_from_config, channels_last_inputs, spatial_dims
 from ibsr_helpers.preprocessing import Prepared, prepare_for
+from ibsr_helpers.profiling import time_train_steps
 from ibsr_helpers.tracking import Tracker, flatten_config
 
 __all__ = [
@@ -72,6 +75,7 @@ __all__ = [
     "config_difference",
     "lr_lambda",
     "run_folder",
+    "steps_for_minutes",
     "train",
     "validate",
 ]
@@ -110,6 +114,18 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def steps_for_minutes(minutes: float, epochs: int, step_seconds: float, asked: int) -> int:
+    """Steps per epoch that fit ``minutes`` of training at ``step_seconds`` a step.
+
+    Never more than ``asked`` (a budget only shortens a recipe); from 20 up, rounded down to
+    a multiple of 10, so that re-runs on one machine agree despite timing noise.
+    """
+    fit = int(minutes * 60 / (epochs * step_seconds))
+    if fit >= 20:
+        fit -= fit % 10
+    return max(1, min(asked, fit))
 
 
 # --------------------------------------------------------------------------- the step
@@ -445,6 +461,7 @@ class Trainer:
         self.history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "val_epoch": []}
         self.best, self.best_epoch, self.start_epoch = -1.0, -1, 0
         self.best_seg: np.ndarray | None = None
+        self.step_seconds: float | None = None  # measured by fit_to_minutes
         self.run_id: str | None = None
         self.train_seconds = 0.0  # time spent in training steps, over resumes too
         self.train_set: list[Prepared] = []
@@ -468,7 +485,12 @@ class Trainer:
                 self.out_dir,
             )
         if stored.exists():
-            diff = config_difference(self.config, json.loads(stored.read_text()))
+            recorded = json.loads(stored.read_text())
+            if self.config["train"].get("minutes") and recorded["train"].get("minutes"):
+                # compare the budgets, not the steps the run fitted to its budget
+                steps = recorded["train"]["steps_per_epoch"]
+                self.config["train"]["steps_per_epoch"] = steps
+            diff = config_difference(self.config, recorded)
             if diff is not None:
                 raise IBSRError(
                     f"run folder holds a run made with another config ({diff}); "
@@ -521,6 +543,62 @@ class Trainer:
             )
         self.step = build_train_step(self.config, self.model, self.device, net)
         self.net = net
+
+    def fit_to_minutes(self, timed_steps: int = 6) -> None:
+        """Shorten the epochs so that training takes at most ``train.minutes`` here.
+
+        Times ``timed_steps`` real training steps (after two untimed ones) on the run's own
+        batches, then puts the model's weights and the random state back as they were, so
+        a run whose recipe already fits trains exactly as without a budget. When the
+        recipe does not fit, ``train.steps_per_epoch`` becomes what fits
+        (:func:`steps_for_minutes`), recorded in the run's ``config.json``, and the
+        schedule and the sampler are rebuilt for it. Nothing happens without
+        ``train.minutes`` or when resuming (the run keeps the steps it fitted).
+        """
+        tcfg = self.config["train"]
+        minutes = tcfg.get("minutes")
+        if not minutes or (self.resume and (self.out_dir / "last.pt").exists()):
+            return
+        weights = copy.deepcopy(self.model.state_dict())
+        rng = torch.get_rng_state(), np.random.get_state()
+        self.pipeline.set_epoch(0)
+        batches = iter(self.pipeline.loader)
+
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal batches
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(self.pipeline.loader)
+                batch = next(batches)
+            return self.pipeline.to_device(batch)
+
+        step_s = time_train_steps(self.step, next_batch, steps=timed_steps, warmup=2)["step_s"]
+        del batches
+        self.model.load_state_dict(weights)
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        asked, epochs = int(tcfg["steps_per_epoch"]), int(tcfg["epochs"])
+        steps = steps_for_minutes(float(minutes), epochs, step_s, asked)
+        if self.world > 1:  # every rank must take the same number of steps
+            agreed = torch.tensor([steps], device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            steps = int(agreed.item())
+        self.step_seconds = step_s
+        if self.main:
+            fits = "fits" if steps == asked else f"does not fit: {epochs} x {steps} steps instead"
+            tqdm.write(
+                f"train.minutes {minutes}: a training step takes {step_s:.2f} s here "
+                f"({self.step.precision.name}), so {epochs} x {asked} steps "
+                f"(about {epochs * asked * step_s / 60:.0f} min) {fits}"
+            )
+        tcfg["steps_per_epoch"] = steps
+        # a fresh optimiser and schedule: the timed steps leave no trace
+        self.step = build_train_step(self.config, self.model, self.device, self.net)
+        if steps != asked:
+            self.pipeline = build_pipeline(
+                self.config, self.train_set, self.device, self.seed, self.rank, self.world
+            )
 
     # 4 ---------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -641,9 +719,10 @@ class Trainer:
             if self.main:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
             self.prepare_data()
+            self.build()
+            self.fit_to_minutes()
             if self.main:
                 (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
-            self.build()
             self.restore()
             tracker = Tracker(
                 self.out_dir,
@@ -659,6 +738,7 @@ class Trainer:
                     "precision": self.step.precision.name,
                     "seed": str(self.seed),
                     "world_size": str(self.world),
+                    **({"step_seconds": f"{self.step_seconds:.3f}"} if self.step_seconds else {}),
                 },
             )
             if self.start_epoch == 0:

@@ -51,6 +51,8 @@ def test_profile_and_overrides(tmp_path):
         ("data: {class_ratios: [1, 1]}\nprofiles: {quick: {}}", "class_ratios"),
         ("data: {gamma: [1.5, 0.7]}\nprofiles: {quick: {}}", "data.gamma"),
         ("data: {gamma: 1.2}\nprofiles: {quick: {}}", "data.gamma"),
+        ("train: {minutes: 0}\nprofiles: {quick: {}}", "train.minutes"),
+        ("train: {minutes: soon}\nprofiles: {quick: {}}", "train.minutes"),
     ],
 )
 def test_bad_config_names_file(tmp_path, text, match):

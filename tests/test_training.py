@@ -213,6 +213,57 @@ def test_lr_schedule_warmup_then_cosine():
     assert all(f(i) >= f(i + 1) for i in range(10, 100))
 
 
+def test_steps_for_minutes_only_shortens_and_rounds_down():
+    # 24 epochs at 2.6 s a step: 45 min hold 43 steps an epoch, rounded down to 40
+    assert training.steps_for_minutes(45, 24, 2.6, 250) == 40
+    assert training.steps_for_minutes(45, 24, 0.26, 250) == 250  # the recipe fits: unchanged
+    assert training.steps_for_minutes(1, 10, 5.0, 250) == 1  # at least one step
+    assert training.steps_for_minutes(2, 10, 1.0, 250) == 12  # under 20: not rounded
+
+
+def test_a_budget_the_recipe_fits_trains_exactly_as_without(uninterrupted, demo_root, tmp_path):
+    """The timed steps leave no trace: same losses, same weights, same steps."""
+    out = tmp_path / "budget"
+    result = training.train(_config(**{"train.minutes": 1000}), demo_root, out, progress=False)
+    assert json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"] == 3
+    np.testing.assert_allclose(
+        result.history["train_loss"], uninterrupted.history["train_loss"], rtol=1e-4
+    )
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_tight_budget_shortens_the_epochs_and_resume_keeps_them(
+    demo_root, tmp_path, monkeypatch, capsys
+):
+    """A 3-minute budget at (pretended) 30 s a step: 3 epochs x 2 steps instead of 3 x 3."""
+    monkeypatch.setattr(training, "time_train_steps", lambda *a, **k: {"step_s": 30.0})
+    calls = []
+    real_build_loss = training.build_loss
+
+    def counting(**kw):
+        loss = real_build_loss(**kw)
+        return lambda *args: calls.append(1) or loss(*args)
+
+    monkeypatch.setattr(training, "build_loss", counting)
+    cfg = _config(**{"train.minutes": 3, "tracking": "none"})
+    out = tmp_path / "tight"
+    result = training.train(cfg, demo_root, out, progress=True)
+    shown = capsys.readouterr()
+    assert "3 x 2 steps instead" in shown.out + shown.err
+    assert json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"] == 2
+    assert result.history["epoch"] == [0, 1, 2] and len(calls) == 6
+    # resuming with the same budget is the same run; another budget is another run
+    again = training.train(cfg, demo_root, out, resume=True, progress=False)
+    assert not again.trained
+    with pytest.raises(IBSRError, match="train.minutes: 3 -> 4"):
+        training.train(
+            _config(**{"train.minutes": 4, "tracking": "none"}), demo_root, out, resume=True
+        )
+
+
 def test_model_and_mode_mismatch(demo_root, tmp_path):
     cfg = _config(**{"data.mode": "patches"})
     with pytest.raises(IBSRError, match="2D but data.mode is 'patches'"):
