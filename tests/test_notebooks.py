@@ -2,7 +2,10 @@
 
 00 and 01 run in their real (quick) profile on each data set; the training notebooks run
 in the `smoke` profile (one tiny epoch) so the suite stays within its time budget; the
-quick-profile training numbers are checked by tests/test_acceptance.py.
+quick-profile training numbers are checked by tests/test_acceptance.py. The training
+notebooks share one runs folder for the session, as `make course` shares ``runs/``, so
+06 finds what 03-05 trained; it is a fresh temporary folder, never the checkout's
+``notebooks/runs``, so no run left there by an earlier session stands in for training.
 """
 
 from __future__ import annotations
@@ -49,8 +52,22 @@ def test_setup_and_exploration_notebooks(number, data_root, tmp_path):
         assert "IBSR18" in text and "not IBSR18" not in text
 
 
+@pytest.fixture(scope="session")
+def course_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's runs and reports folders for the training notebooks (in one parent)."""
+    return tmp_path_factory.mktemp("course")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("number", sorted(n for n in NOTEBOOKS if n not in ("00", "01")))
-def test_training_notebooks_smoke(number, any_root, tmp_path):
-    out = run_notebook(NOTEBOOKS[number], tmp_path, {"PROFILE": "smoke", "DATA_DIR": str(any_root)})
+def test_training_notebooks_smoke(number, any_root, course_folder, tmp_path):
+    parameters = {"PROFILE": "smoke", "DATA_DIR": str(any_root)}
+    if number != "02":
+        parameters["RUNS_DIR"] = str(course_folder / "runs")
+    if number == "06":
+        parameters["REPORTS_DIR"] = str(course_folder / "reports")
+    out = run_notebook(NOTEBOOKS[number], tmp_path, parameters)
     assert out.is_file()
+    if number == "06":
+        assert (course_folder / "reports" / "results.md").is_file()
+        assert (course_folder / "reports" / "submission.zip").is_file()
