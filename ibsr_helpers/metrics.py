@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,29 +99,36 @@ def avd(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(abs(vp - vg) / vg * 100.0)
 
 
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Mask voxels with a face neighbour outside the mask (outside the volume counts)."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
 def _surface_distances(
     pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Directed boundary distances (mm) pred→gt and gt→pred; both masks non-empty."""
-    import torch  # deferred: importing MONAI takes seconds, most callers never need it
-    from monai.metrics.utils import get_edge_surface_distance
+    """Directed boundary distances (mm) pred→gt and gt→pred; both masks non-empty.
 
-    with warnings.catch_warnings():
-        # MONAI 1.5-1.6 warn about an argument they pass to themselves internally.
-        warnings.filterwarnings(
-            "ignore", message=".*always_return_as_numpy", category=FutureWarning
-        )
-        _, distances, _ = get_edge_surface_distance(
-            torch.from_numpy(np.ascontiguousarray(pred)),
-            torch.from_numpy(np.ascontiguousarray(gt)),
-            distance_metric="euclidean",
-            spacing=spacing,
-            symmetric=True,
-        )
-    to_np = [
-        np.asarray(d.cpu() if isinstance(d, torch.Tensor) else d, np.float64) for d in distances
-    ]
-    return to_np[0], to_np[1]
+    MONAI's ``get_edge_surface_distance`` gives the same distances, but a barely trained
+    model's scattered prediction sends it down a path that took 74 s for one tissue of
+    one IBSR18 volume, against about 3 s for the two distance transforms here
+    (2026-12-01, 2-core Intel Xeon), so the definition is written out with scipy: the
+    boundaries within the masks' joint bounding box (one voxel of margin, so that the
+    crop adds no boundary), then one Euclidean distance transform per direction.
+    """
+    from scipy import ndimage
+
+    both = np.argwhere(pred | gt)
+    low, high = np.maximum(both.min(0) - 1, 0), both.max(0) + 2
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    edges = _boundary(pred[box]), _boundary(gt[box])
+
+    def directed(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return ndimage.distance_transform_edt(~target, sampling=spacing)[source]
+
+    return directed(edges[0], edges[1]), directed(edges[1], edges[0])
 
 
 def _hd_from(distances: tuple[np.ndarray, np.ndarray], percentile: float | None) -> float:

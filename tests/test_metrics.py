@@ -2,7 +2,8 @@
 
 Real IBSR18 labels are used when IBSR18_DIR is set, a synthetic 3-class volume otherwise.
 Distances are checked to 0.01 mm against SimpleITK (ITK's Maurer distance transform and
-contour filter), an implementation independent of the MONAI code the module calls.
+contour filter), an implementation independent of the scipy code the module calls, and
+exactly against MONAI's boundary distances, whose definition the module follows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from scipy import ndimage as ndi
 
 from ibsr_helpers import data
@@ -167,7 +169,7 @@ def test_hausdorff_matches_simpleitk_on_perturbed_labels(labels, kind):
 def test_evaluate_segmentation_timing_on_one_subject(labels, record_property):
     gt, spacing, name = labels
     pred = _perturb(gt, "shift")
-    M.hausdorff(gt == 1, gt == 1, spacing)  # import MONAI outside the timed part
+    M.hausdorff(gt == 1, gt == 1, spacing)  # imports outside the timed part
     start = time.perf_counter()
     scores = M.evaluate_segmentation(pred, gt, spacing)
     seconds = time.perf_counter() - start
@@ -179,6 +181,27 @@ def test_evaluate_segmentation_timing_on_one_subject(labels, record_property):
     assert set(fast["GM"]) == {"dice", "avd"}
     assert all(fast[t]["dice"] == scores[t]["dice"] for t in data.TISSUES)
     assert all(math.isfinite(v) for row in scores.values() for v in row.values())
+
+
+@pytest.mark.parametrize("fill", [0.05, 0.5])
+def test_boundary_distances_equal_monais_on_scattered_masks(fill):
+    # scattered masks, as a barely trained model predicts, touching the volume's edges
+    from monai.metrics.utils import get_edge_surface_distance
+
+    rng = np.random.default_rng(1)
+    spacing = (0.9375, 1.5, 0.9375)
+    gt = np.zeros((24, 16, 20), bool)
+    gt[4:20, 0:12, 5:20] = True
+    pred = rng.random(gt.shape) < fill
+    ours = M._surface_distances(pred, gt, spacing)
+    _, theirs, _ = get_edge_surface_distance(
+        torch.from_numpy(pred), torch.from_numpy(gt), spacing=spacing, symmetric=True
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(np.sort(a), np.sort(np.asarray(b)), rtol=1e-6)
+    assert M.hausdorff(pred, gt, spacing) == pytest.approx(
+        max(float(np.asarray(b).max()) for b in theirs), rel=1e-6
+    )
 
 
 def test_empty_mask_policy():
