@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,14 @@ class _KillAfter(torch.nn.Module):
 def uninterrupted(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "straight"
     return training.train(_config(), demo_root, out, progress=False)
+
+
+def _assert_same_last_weights(run_a: Path, run_b: Path) -> None:
+    """Both runs' ``last.pt`` hold the same weights (to float tolerance)."""
+    a = torch.load(run_a / "last.pt", weights_only=True)["model"]
+    b = torch.load(run_b / "last.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
 def test_run_folder_contents(uninterrupted):
@@ -121,10 +130,7 @@ def test_resume_after_kill_matches_uninterrupted_run(
     np.testing.assert_allclose(
         resumed.history["val_mean_dice"], uninterrupted.history["val_mean_dice"], atol=1e-4
     )
-    a = torch.load(out / "last.pt", weights_only=True)["model"]
-    b = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["model"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    _assert_same_last_weights(out, uninterrupted.run_dir)
     # the same MLflow run continued, with a continuous curve, and finished
     assert torch.load(out / "last.pt", weights_only=True)["mlflow_run_id"] == run_id
     from mlflow.tracking import MlflowClient
@@ -229,10 +235,7 @@ def test_a_budget_the_recipe_fits_trains_exactly_as_without(uninterrupted, demo_
     np.testing.assert_allclose(
         result.history["train_loss"], uninterrupted.history["train_loss"], rtol=1e-4
     )
-    a = torch.load(out / "last.pt", weights_only=True)["model"]
-    b = torch.load(uninterrupted.run_dir / "last.pt", weights_only=True)["model"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    _assert_same_last_weights(out, uninterrupted.run_dir)
 
 
 def test_a_tight_budget_shortens_the_epochs_and_resume_keeps_them(
