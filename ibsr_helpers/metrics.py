@@ -44,7 +44,15 @@ from scipy import ndimage
 from ibsr_helpers.io import check_spacing
 from ibsr_helpers.layout import TISSUE_LABELS, TISSUES
 
-__all__ = ["METRICS", "dice", "hausdorff", "avd", "evaluate_segmentation", "mean_dice"]
+__all__ = [
+    "METRICS",
+    "dice",
+    "hausdorff",
+    "distance_to",
+    "avd",
+    "evaluate_segmentation",
+    "mean_dice",
+]
 
 #: Metric keys, in the order of tables and CSV columns.
 METRICS: tuple[str, ...] = ("dice", "hd", "hd95", "avd")
@@ -107,6 +115,23 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
+def distance_to(
+    mask: np.ndarray, spacing: Sequence[float], threads: int | None = None
+) -> np.ndarray:
+    """Each voxel's Euclidean distance (mm) to the nearest voxel of ``mask`` (float32).
+
+    Args:
+        mask: Boolean ``(X, Y, Z)`` (or 2-D) mask; the volume edge is not a boundary.
+        spacing: Voxel size in mm along each axis.
+        threads: Threads for ``edt`` (default: every core).
+
+    Returns:
+        The distances, 0 on the mask itself.
+    """
+    threads = threads or os.cpu_count() or 1
+    return edt.edt(~mask, anisotropy=tuple(spacing), black_border=False, parallel=threads)
+
+
 def _surface_distances(
     pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -129,13 +154,10 @@ def _surface_distances(
         sides.append(slice(max(int(hits[0]) - 1, 0), int(hits[-1]) + 2))
     box = tuple(sides)
     edges = _boundary(pred[box]), _boundary(gt[box])
-    threads = os.cpu_count() or 1
-
-    def directed(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-        far = np.ascontiguousarray(~target)
-        return edt.edt(far, anisotropy=spacing, black_border=False, parallel=threads)[source]
-
-    return directed(edges[0], edges[1]), directed(edges[1], edges[0])
+    return (
+        distance_to(edges[1], spacing)[edges[0]],
+        distance_to(edges[0], spacing)[edges[1]],
+    )
 
 
 def _hd_from(distances: tuple[np.ndarray, np.ndarray], percentile: float | None) -> float:

@@ -252,3 +252,12 @@ def test_dice_avd_values_and_bad_arguments():
     assert M.mean_dice({"CSF": {"dice": 0.5}, "GM": {"dice": 0.7}, "WM": {"dice": 0.9}}) == (
         pytest.approx(0.7)
     )
+
+
+def test_distance_to_is_anisotropic_and_ignores_the_volume_edge():
+    mask = np.zeros((5, 4, 6), bool)
+    mask[0, 0, 0] = True
+    d = M.distance_to(mask, (1.0, 1.5, 2.0))
+    assert d[0, 0, 0] == 0.0
+    assert d[4, 3, 5] == pytest.approx(math.sqrt(4**2 + 4.5**2 + 10**2), rel=1e-6)
+    np.testing.assert_allclose(d, M.distance_to(mask, (1.0, 1.5, 2.0), threads=1))
