@@ -271,3 +271,24 @@ def test_model_and_mode_mismatch(demo_root, tmp_path):
     cfg = _config(**{"data.mode": "patches"})
     with pytest.raises(IBSRError, match="2D but data.mode is 'patches'"):
         training.train(cfg, demo_root, tmp_path / "x", progress=False)
+
+
+def test_adamw_is_fused_on_the_cpu_and_steps_as_the_per_parameter_loop():
+    torch.manual_seed(0)
+    # float64: in float32 the two orders of the same arithmetic drift apart by float noise
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3), torch.nn.BatchNorm2d(8)).double()
+    twin = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3), torch.nn.BatchNorm2d(8)).double()
+    twin.load_state_dict(model.state_dict())
+    start = [p.detach().clone() for p in model.parameters()]
+    fused = training.adamw(model, lr=1e-2, weight_decay=1e-4)
+    plain = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=1e-4)
+    assert fused.defaults["fused"] is True
+    x = torch.randn(4, 2, 9, 9, dtype=torch.float64)
+    for _ in range(3):
+        for net, opt in ((model, fused), (twin, plain)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b, a0 in zip(model.parameters(), twin.parameters(), start, strict=True):
+        assert not torch.equal(a, a0)  # it stepped
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
