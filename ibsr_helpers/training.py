@@ -185,11 +185,11 @@ class TrainStep:
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters, with torch's fused kernel where it has one.
 
-    The fused update (one kernel for all parameters; CPU, CUDA and mps in torch >= 2.4) is
-    the same arithmetic as the default per-parameter loop, in far fewer operations: on a
-    2-core CPU the loop's ~90 small updates are about a tenth of a 2D U-Net step
-    (``benchmarks/README.md``). Older torch builds, or parameters on a device without the
-    kernel, get the default implementation.
+    The fused update (one kernel for all parameters; CPU, CUDA and mps in recent torch) is
+    the same arithmetic as the default per-parameter loop, in far fewer operations: 3 % off
+    a ``cpu``-recipe step on a 2-core Xeon (``benchmarks/bench_optimizer.py``), more on a
+    GPU, where each small update is a kernel launch. Older torch builds, or parameters on
+    a device without the kernel, get the default implementation.
     """
     params = list(model.parameters())
     try:
