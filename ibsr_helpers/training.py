@@ -187,9 +187,9 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim
 
     The fused update (one kernel for all parameters; CPU, CUDA and mps in recent torch) is
     the same arithmetic as the default per-parameter loop, in far fewer operations: 3 % off
-    a ``cpu``-recipe step on a 2-core Xeon (``benchmarks/bench_optimizer.py``), more on a
-    GPU, where each small update is a kernel launch. Older torch builds, or parameters on
-    a device without the kernel, get the default implementation.
+    a ``cpu``-recipe step on a 2-core Xeon (``benchmarks/bench_optimizer.py``); on a GPU,
+    where each small update is a kernel launch, likely more (not measured yet). Older
+    torch builds, or parameters on a device without the kernel, get the default one.
     """
     params = list(model.parameters())
     try:
