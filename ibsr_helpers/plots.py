@@ -64,6 +64,7 @@ __all__ = [
     "draw_error_grid",
     "plot_lr_schedule",
     "plot_dice_vs_minutes",
+    "plot_error_distances",
     "plot_slice_sampling",
 ]
 
@@ -932,6 +933,42 @@ def plot_dice_vs_minutes(curve: pd.DataFrame, title: str | None = None) -> Figur
     sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_error_distances(profiles: pd.DataFrame, by: str = "name") -> Figure:
+    """Where each predictor's errors lie: their shares by distance to the reference boundary.
+
+    Args:
+        profiles: Rows from :func:`ibsr_helpers.error_analysis.error_profiles`.
+        by: The column naming the predictors.
+
+    Returns:
+        Stacked horizontal bars, one per predictor (shares averaged over subjects), each
+        labelled with its mean Dice and the mean Dice with its off-boundary errors fixed.
+    """
+    from ibsr_helpers.error_analysis import DISTANCES, FIXED
+
+    if profiles.empty:
+        raise IBSRError("no error profiles to plot")
+    table = profiles.groupby(by, sort=False)[[*DISTANCES, *FIXED]].mean()
+    fig = Figure(figsize=(9.0, 0.5 * len(table) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    left = np.zeros(len(table))
+    colours = ["#4c72b0", "#8fb0d9", "#dd8452", "#c44e52"]
+    for bin_, colour in zip(DISTANCES, colours, strict=True):
+        ax.barh(table.index, table[bin_], left=left, color=colour, label=bin_)
+        left += table[bin_].to_numpy()
+    for y, (now, fixed) in enumerate(table[list(FIXED)].itertuples(index=False)):
+        ax.text(1.02, y, f"Dice {now:.3f} → {fixed:.3f}", va="center", fontsize=8)
+    ax.text(1.02, -0.65, "mean Dice → with every error\nmore than a voxel off fixed", fontsize=8)
+    ax.set(
+        xlim=(0, 1),
+        xlabel="share of the wrong voxels, by distance to the reference's "
+        "nearest tissue boundary (face steps)",
+    )
+    ax.invert_yaxis()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(DISTANCES), frameon=False)
     return fig
 
 

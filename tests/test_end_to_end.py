@@ -87,3 +87,26 @@ def test_predict_ensemble_and_evaluate_keep_every_files_geometry(runs, any_root,
     assert sorted(df["subject"].unique()) == [s.id for s in val[:2]]
     assert {"dice", "hd", "hd95", "avd"} <= set(df.columns) and df["dice"].between(0, 1).all()
     assert "±" in r.stdout
+
+
+def test_error_sites_benchmark_locates_the_errors_of_runs_and_their_ensemble(
+    runs, any_root, tmp_path
+):
+    figure = tmp_path / "sites.png"
+    script = ROOT / "benchmarks" / "error_sites.py"
+    args = [sys.executable, str(script), "--data", str(any_root), "--figure", str(figure)]
+    r = subprocess.run(
+        [*args, *[a for run in runs for a in ("--run", str(run))]],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = r.stdout.split("wrong voxels):\n")[1]
+    header = table.splitlines()[0]
+    assert header.split()[:3] == ["name", runs[0].name, runs[1].name]
+    assert header.endswith(f"{runs[0].name} + {runs[1].name}")
+    for row in ("on boundary", "3+ voxels off", "shared by every member", "mean Dice"):
+        assert row in table
+    assert "cpu" in r.stdout.splitlines()[1] and figure.stat().st_size > 0

@@ -71,3 +71,4 @@ def test_training_notebooks_smoke(number, any_root, course_folder, tmp_path):
     if number == "06":
         assert (course_folder / "reports" / "results.md").is_file()
         assert (course_folder / "reports" / "submission.zip").is_file()
+        assert "% on a tissue boundary" in _outputs_text(out)  # section 4's summary line
