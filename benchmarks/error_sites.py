@@ -6,7 +6,8 @@ binned by its distance to the ground truth's nearest tissue boundary
 (:mod:`ibsr_helpers.error_analysis`). The script prints the hardware, then per predictor:
 the errors' shares on a boundary and 1, 2, 3+ voxels off it, the share of the ensemble's
 errors that every member also makes, and the mean Dice with every error more than a voxel
-off a boundary corrected (what a perfect fixer of blunders could reach). Uses IBSR18
+off a boundary corrected (what a perfect fixer of blunders could reach), then the same per
+subject for the ensemble (or the single run). Uses IBSR18
 (``--data`` or ``IBSR18_DIR``).
 
 Usage::
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print("\nmeans over the validation subjects (shares of each predictor's wrong voxels):")
         print(table.T.round(4).to_string())
+        last = profiles[profiles["name"] == list(predictors)[-1]].set_index("subject")
+        print(f"\nper subject, {list(predictors)[-1]}:")
+        print(last.drop(columns="name").round(4).to_string())
     if args.figure:
         plot_error_distances(profiles).savefig(args.figure, dpi=100, bbox_inches="tight")
         print(f"\nfigure: {args.figure}")
