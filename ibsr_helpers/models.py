@@ -16,7 +16,9 @@ name                dims  network
 ``segresnet``       3     MONAI ``SegResNet``
 ==================  ====  ===========================================================
 
-2.5D models are the 2D ones with ``in_channels = 2k + 1`` neighbouring slices.
+2.5D models are the 2D ones with ``in_channels = 2k + 1`` neighbouring slices. The smp
+U-Nets take ``full_resolution_skip=True`` for a last decoder block that also sees the input
+(:class:`FullResolutionUnet`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "size_divisor",
     "count_parameters",
     "import_smp",
+    "FullResolutionUnet",
 ]
 
 # --------------------------------------------------------------------------- torchvision shim
@@ -171,13 +174,43 @@ def _with_pretrained_weights(
 
 
 # --------------------------------------------------------------------------- builders
+class FullResolutionUnet(nn.Module):
+    """An smp ``Unet`` whose last decoder block also sees the input slices (full resolution).
+
+    smp's ``UnetDecoder`` drops the encoder's first, full-resolution feature (the input
+    itself): its last block upsamples from half resolution with no skip, so every tissue
+    edge is drawn from features a voxel coarser than the image. This adds one more smp
+    ``UnetDecoderBlock`` at full resolution, fed the decoder's output and the input
+    slices, before the segmentation head (``model.full_resolution_skip: true``).
+    """
+
+    def __init__(self, unet: nn.Module, in_channels: int) -> None:
+        """Wrap ``unet`` (an smp ``Unet``), whose input has ``in_channels`` channels."""
+        super().__init__()
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
+
+        self.unet = unet
+        width = unet.segmentation_head[0].in_channels
+        self.full_resolution = UnetDecoderBlock(width, in_channels, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, classes, H, W)`` of slices ``(B, in_channels, H, W)``."""
+        decoded = self.unet.decoder(self.unet.encoder(x))
+        refined = self.full_resolution(decoded, x.shape[-2], x.shape[-1], skip_connection=x)
+        return self.unet.segmentation_head(refined)
+
+
 def _smp_unet(
     in_channels: int,
     out_channels: int,
     encoder_name: str,
     encoder_weights: str | bool | None = None,
+    full_resolution_skip: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
+    if full_resolution_skip:
+        unet = _smp_unet(in_channels, out_channels, encoder_name, encoder_weights, **kwargs)
+        return FullResolutionUnet(unet, in_channels)
     smp = import_smp()
     if not (encoder_name.startswith("tu-") or encoder_name in smp.encoders.get_encoder_names()):
         raise IBSRError(
@@ -368,8 +401,8 @@ def build_model(name: str, in_channels: int = 1, out_channels: int = 4, **kwargs
         in_channels: Input channels: 1 for one slice or volume, ``2k + 1`` for 2.5D.
         out_channels: Classes predicted (4: background, CSF, GM, WM).
         **kwargs: Passed to the constructor (lists become tuples), e.g. ``encoder_name``,
-            ``encoder_weights="imagenet"`` (2D), ``channels``, ``strides``,
-            ``num_res_units``, ``dropout``, ``norm`` (``unet3d``), ``img_size``,
+            ``encoder_weights="imagenet"``, ``full_resolution_skip`` (2D), ``channels``,
+            ``strides``, ``num_res_units``, ``dropout``, ``norm`` (``unet3d``), ``img_size``,
             ``feature_size``, ``hidden_size``, ``mlp_dim``, ``num_heads`` (``unetr``),
             ``init_filters``, ``blocks_down``, ``blocks_up`` (``segresnet``).
 

@@ -57,6 +57,48 @@ def test_two_and_a_half_d_takes_neighbouring_slices(name: str) -> None:
         _forward(model, (2, 1, 64, 64))
 
 
+@pytest.mark.parametrize("name", ["unet2d", "efficientunet2d"])
+def test_full_resolution_skip_feeds_the_input_to_a_last_decoder_block(name: str) -> None:
+    plain = models.build_model(name, in_channels=5, out_channels=4)
+    model = models.build_model(name, in_channels=5, out_channels=4, full_resolution_skip=True)
+    assert isinstance(model, models.FullResolutionUnet)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen["decoded"], seen["skip"] = args[0], kwargs["skip_connection"]
+
+    model.full_resolution.register_forward_pre_hook(keep, with_kwargs=True)
+    x = torch.randn(2, 5, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 4, 64, 64)
+    assert seen["skip"] is x and seen["decoded"].shape[-2:] == (64, 64)
+    block = sum(p.numel() for p in model.full_resolution.parameters())
+    assert models.count_parameters(model) == models.count_parameters(plain) + block
+    first = model.full_resolution.conv1[0]
+    assert first.in_channels == seen["decoded"].shape[1] + 5  # decoder width + the slices
+    # The block changes what the head sees: zeroing its skip changes the logits.
+    with torch.no_grad():
+        zeroed = model.unet.segmentation_head(
+            model.full_resolution(seen["decoded"], 64, 64, skip_connection=torch.zeros_like(x))
+        )
+    assert not torch.allclose(out, zeroed)
+
+
+def test_full_resolution_skip_is_a_config_setting_and_reloads() -> None:
+    from ibsr_helpers.config import load_config
+
+    cfg = load_config(
+        {"model": {"name": "unet2d", "full_resolution_skip": True}, "data": {"context": 2}}, None
+    )
+    model = models.build_model_from_config(cfg)
+    again = models.build_model_from_config(cfg)
+    again.load_state_dict(model.state_dict())  # strict: the same keys and shapes
+    assert any(k.startswith("full_resolution.") for k in model.state_dict())
+    assert models.config_divisor(cfg) == 32
+
+
 def test_size_divisor_follows_the_settings() -> None:
     assert models.size_divisor("unet2d") == 32
     assert models.size_divisor("unet2d", encoder_depth=4) == 16
