@@ -99,6 +99,16 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "data.gamma=[0.7,1.5]"],
         "sagittal-gamma",
     ),
+    "2D U-Net sagittal, full-resolution skip": (
+        "unet2d",
+        ["data.plane=sagittal", "model.full_resolution_skip=true"],
+        "sagittal-fullres",
+    ),
+    "2D U-Net coronal, full-resolution skip": (
+        "unet2d",
+        ["model.full_resolution_skip=true"],
+        "coronal-fullres",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: Ensembles scored when all their members were trained (or found) in this call.
@@ -216,6 +226,15 @@ ENSEMBLES = {
         *PLANES[:2],
         "2D U-Net sagittal, Dice+CE",
         "2D U-Net sagittal, gamma",
+        "3D U-Net patches",
+    ],
+    "sagittal + coronal, both with the full-resolution skip": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net coronal, full-resolution skip",
+    ],
+    "sagittal + coronal (full-resolution skip) + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net coronal, full-resolution skip",
         "3D U-Net patches",
     ],
 }
