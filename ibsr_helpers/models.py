@@ -208,9 +208,6 @@ def _smp_unet(
     full_resolution_skip: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
-    if full_resolution_skip:
-        unet = _smp_unet(in_channels, out_channels, encoder_name, encoder_weights, **kwargs)
-        return FullResolutionUnet(unet, in_channels)
     smp = import_smp()
     if not (encoder_name.startswith("tu-") or encoder_name in smp.encoders.get_encoder_names()):
         raise IBSRError(
@@ -228,8 +225,10 @@ def _smp_unet(
         )
 
     if encoder_weights is None or encoder_weights is False:
-        return build()
-    return _with_pretrained_weights(build, encoder_name, encoder_weights)
+        unet = build()
+    else:
+        unet = _with_pretrained_weights(build, encoder_name, encoder_weights)
+    return FullResolutionUnet(unet, in_channels) if full_resolution_skip else unet
 
 
 def _unet2d(
