@@ -99,14 +99,33 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "data.gamma=[0.7,1.5]"],
         "sagittal-gamma",
     ),
+    # The full-resolution variants train 24 x 180 steps: what the 38-minute budget gave the
+    # sagittal runs on a 2-core AMD EPYC Zen 4 (2026-12-04), so every machine trains the
+    # same steps (the budget gives a coronal run only 90 there)
     "2D U-Net sagittal, full-resolution skip": (
         "unet2d",
-        ["data.plane=sagittal", "model.full_resolution_skip=true"],
+        [
+            "data.plane=sagittal",
+            "model.full_resolution_skip=true",
+            "train.steps_per_epoch=180",
+            "train.minutes=null",
+        ],
+        "sagittal-fullres",
+    ),
+    "2D U-Net sagittal, full-resolution skip, seed 1": (
+        "unet2d",
+        [
+            "data.plane=sagittal",
+            "model.full_resolution_skip=true",
+            "seed=1",
+            "train.steps_per_epoch=180",
+            "train.minutes=null",
+        ],
         "sagittal-fullres",
     ),
     "2D U-Net coronal, full-resolution skip": (
         "unet2d",
-        ["model.full_resolution_skip=true"],
+        ["model.full_resolution_skip=true", "train.steps_per_epoch=180", "train.minutes=null"],
         "coronal-fullres",
     ),
 }
@@ -234,6 +253,26 @@ ENSEMBLES = {
     ],
     "sagittal + coronal (full-resolution skip) + 3D patches": [
         "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net coronal, full-resolution skip",
+        "3D U-Net patches",
+    ],
+    "sagittal (seeds 0 + 1) + coronal, all with the full-resolution skip": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net sagittal, full-resolution skip, seed 1",
+        "2D U-Net coronal, full-resolution skip",
+    ],
+    "sagittal (full-resolution skip) + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net sagittal, full-resolution skip, seed 1",
+        "3D U-Net patches",
+    ],
+    "sagittal (seeds 0 + 1) + coronal (full-resolution skip) + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net sagittal, full-resolution skip, seed 1",
         "2D U-Net coronal, full-resolution skip",
         "3D U-Net patches",
     ],
