@@ -23,6 +23,9 @@ Usage::
     python benchmarks/cpu_recipes.py                          # everything (about 3 h on 2 cores)
     python benchmarks/cpu_recipes.py --recipes "3D U-Net patches"   # one recipe
     python benchmarks/cpu_recipes.py --readme                 # also update README.md
+    python benchmarks/cpu_recipes.py --no-curve --readme --block cpu-fullres-results \
+        --recipes "2D U-Net sagittal, full-resolution skip" \
+        "2D U-Net sagittal, full-resolution skip, seed 1" "3D U-Net patches"   # the best ensemble
     python benchmarks/cpu_recipes.py --recipes "3D U-Net patches" "2D U-Net sagittal" \
         "2D U-Net coronal" "2D U-Net axial" "3D U-Net patches, Dice+CE"   # + an experiment
 
@@ -321,7 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         "so their minutes are not 2-core minutes)",
     )
     parser.add_argument("--readme", action="store_true", help="copy the table into README.md")
+    parser.add_argument(
+        "--block",
+        default="cpu-results",
+        help="with --readme: the README block to replace, between <!-- BLOCK:start --> and "
+        "<!-- BLOCK:end --> (default: cpu-results, the recipes' table)",
+    )
     args = parser.parse_args(argv)
+    readme = ROOT / "README.md"
+    tag = re.escape(args.block)
+    block = re.compile(rf"(<!-- {tag}:start -->\n).*?(\n<!-- {tag}:end -->)", re.S)
+    if args.readme and not block.search(readme.read_text()):  # say so before hours of training
+        parser.error(f"{readme} has no <!-- {args.block}:start --> ... :end --> block")
 
     import pandas as pd
 
@@ -408,13 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {curve_csv} and images/dice_vs_minutes.png")
     print(table.round(4).to_string())
     if args.readme:
-        readme = ROOT / "README.md"
         text = readme.read_text()
-        block = re.compile(r"(<!-- cpu-results:start -->\n).*?(\n<!-- cpu-results:end -->)", re.S)
         readme.write_text(
             block.sub(lambda m: m.group(1) + md_path.read_text().strip() + m.group(2), text)
         )
-        print("README.md updated")
+        print(f"README.md updated ({args.block} block)")
     return 0
 
 
