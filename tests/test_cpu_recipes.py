@@ -35,3 +35,13 @@ def test_each_recipe_trains_into_its_own_folder(cpu_recipes, tmp_path) -> None:
     assert config["seed"] == 1 and config["profile"] == "cpu"
     assert folder.name == "unet2d-coronal-cpu-seed1"
     assert command.endswith("--profile cpu --set seed=1 --out unet2d-coronal-cpu-seed1")
+
+
+def test_readme_blocks_exist_and_an_unknown_one_stops_before_training(cpu_recipes, capsys) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for block in ("cpu-results", "cpu-fullres-results"):
+        assert f"<!-- {block}:start -->\n" in readme and f"\n<!-- {block}:end -->" in readme
+    with pytest.raises(SystemExit) as stop:
+        cpu_recipes.main(["--readme", "--block", "no-such-block", "--data", "/nonexistent"])
+    assert stop.value.code == 2
+    assert "no <!-- no-such-block:start -->" in capsys.readouterr().err
