@@ -126,6 +126,17 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ],
         "sagittal-fullres",
     ),
+    "2D U-Net sagittal, full-resolution skip, Dice+CE": (
+        "unet2d",
+        [
+            "data.plane=sagittal",
+            "model.full_resolution_skip=true",
+            "loss.name=dicece",
+            "train.steps_per_epoch=180",
+            "train.minutes=null",
+        ],
+        "sagittal-fullres-dicece",
+    ),
     "2D U-Net coronal, full-resolution skip": (
         "unet2d",
         ["model.full_resolution_skip=true", "train.steps_per_epoch=180", "train.minutes=null"],
@@ -271,6 +282,12 @@ ENSEMBLES = {
     "sagittal (full-resolution skip, seeds 0 + 1) + 3D patches": [
         "2D U-Net sagittal, full-resolution skip",
         "2D U-Net sagittal, full-resolution skip, seed 1",
+        "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip: seeds 0 + 1, Dice+CE) + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net sagittal, full-resolution skip, seed 1",
+        "2D U-Net sagittal, full-resolution skip, Dice+CE",
         "3D U-Net patches",
     ],
     "sagittal (seeds 0 + 1) + coronal (full-resolution skip) + 3D patches": [
