@@ -53,6 +53,10 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
     "2D U-Net axial": ("unet2d", ["data.plane=axial"], "axial"),
 }
 #: Variants measured against the recipes; trained only when named with ``--recipes``.
+#: The full-resolution variants train 24 x 180 steps: what the 38-minute budget gave the
+#: sagittal runs on a 2-core AMD EPYC Zen 4 (2026-12-04), so every machine trains the same
+#: steps (the budget gives a coronal run only 90 there).
+FULLRES = ["model.full_resolution_skip=true", "train.steps_per_epoch=180", "train.minutes=null"]
 EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "3D U-Net patches, Dice+CE": ("unet3d_patches", ["loss.name=dicece"], "dicece"),
     "2D U-Net sagittal, 36 epochs": (
@@ -102,16 +106,11 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=sagittal", "data.gamma=[0.7,1.5]"],
         "sagittal-gamma",
     ),
-    # The full-resolution variants train 24 x 180 steps: what the 38-minute budget gave the
-    # sagittal runs on a 2-core AMD EPYC Zen 4 (2026-12-04), so every machine trains the
-    # same steps (the budget gives a coronal run only 90 there)
     "2D U-Net sagittal, full-resolution skip": (
         "unet2d",
         [
             "data.plane=sagittal",
-            "model.full_resolution_skip=true",
-            "train.steps_per_epoch=180",
-            "train.minutes=null",
+            *FULLRES,
         ],
         "sagittal-fullres",
     ),
@@ -119,10 +118,8 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         "unet2d",
         [
             "data.plane=sagittal",
-            "model.full_resolution_skip=true",
             "seed=1",
-            "train.steps_per_epoch=180",
-            "train.minutes=null",
+            *FULLRES,
         ],
         "sagittal-fullres",
     ),
@@ -130,16 +127,14 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         "unet2d",
         [
             "data.plane=sagittal",
-            "model.full_resolution_skip=true",
             "loss.name=dicece",
-            "train.steps_per_epoch=180",
-            "train.minutes=null",
+            *FULLRES,
         ],
         "sagittal-fullres-dicece",
     ),
     "2D U-Net coronal, full-resolution skip": (
         "unet2d",
-        ["model.full_resolution_skip=true", "train.steps_per_epoch=180", "train.minutes=null"],
+        FULLRES,
         "coronal-fullres",
     ),
 }
