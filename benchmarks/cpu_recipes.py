@@ -285,6 +285,19 @@ ENSEMBLES = {
         "2D U-Net sagittal, full-resolution skip, Dice+CE",
         "3D U-Net patches",
     ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + coronal + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net sagittal, full-resolution skip, seed 1",
+        "2D U-Net coronal",
+        "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip: seeds 0 + 1, Dice+CE) + coronal + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net sagittal, full-resolution skip, seed 1",
+        "2D U-Net sagittal, full-resolution skip, Dice+CE",
+        "2D U-Net coronal",
+        "3D U-Net patches",
+    ],
     "sagittal (seeds 0 + 1) + coronal (full-resolution skip) + 3D patches": [
         "2D U-Net sagittal, full-resolution skip",
         "2D U-Net sagittal, full-resolution skip, seed 1",
@@ -344,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     readme = ROOT / "README.md"
-    tag = re.escape(args.block)
-    block = re.compile(rf"(<!-- {tag}:start -->\n).*?(\n<!-- {tag}:end -->)", re.S)
-    if args.readme and not block.search(readme.read_text()):  # say so before hours of training
+    from ibsr_helpers.course import has_readme_block, replace_readme_block
+
+    if args.readme and not has_readme_block(readme, args.block):  # say so before hours of training
         parser.error(f"{readme} has no <!-- {args.block}:start --> ... :end --> block")
 
     import pandas as pd
@@ -434,10 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {curve_csv} and images/dice_vs_minutes.png")
     print(table.round(4).to_string())
     if args.readme:
-        text = readme.read_text()
-        readme.write_text(
-            block.sub(lambda m: m.group(1) + md_path.read_text().strip() + m.group(2), text)
-        )
+        replace_readme_block(readme, args.block, md_path.read_text())
         print(f"README.md updated ({args.block} block)")
     return 0
 

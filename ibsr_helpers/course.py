@@ -27,6 +27,8 @@ __all__ = [
     "run_course",
     "export_html",
     "update_readme",
+    "has_readme_block",
+    "replace_readme_block",
     "repository",
     "sync_repository",
 ]
@@ -166,7 +168,39 @@ def run_notebook(path: str | Path, out_dir: str | Path, parameters: dict) -> Pat
 
 #: The figures notebook 06 saves that the README shows.
 README_FIGURES: tuple[str, ...] = ("error_triplanar.png", "dice_boxplot.png", "subject_heatmap.png")
-_RESULTS = re.compile(r"(<!-- results:start -->\n).*?(\n<!-- results:end -->)", re.DOTALL)
+
+
+def _block(name: str) -> re.Pattern[str]:
+    tag = re.escape(name)
+    return re.compile(rf"(<!-- {tag}:start -->\n).*?(\n<!-- {tag}:end -->)", re.DOTALL)
+
+
+def has_readme_block(readme: str | Path, name: str) -> bool:
+    """Whether a README has the block ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->``."""
+    return bool(_block(name).search(Path(readme).read_text()))
+
+
+def replace_readme_block(readme: str | Path, name: str, content: str) -> Path:
+    """Replace what lies between a README's ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``.
+
+    Args:
+        readme: The Markdown file.
+        name: The block's name (``results``, ``cpu-results``, ...).
+        content: The new text of the block (stripped of surrounding blank lines).
+
+    Returns:
+        The README's path.
+
+    Raises:
+        IBSRError: If the README has no such block (it is then left as it was).
+    """
+    readme = Path(readme)
+    text = readme.read_text()
+    block = _block(name)
+    if not block.search(text):
+        raise IBSRError(f"no <!-- {name}:start --> / <!-- {name}:end --> markers", readme)
+    readme.write_text(block.sub(lambda m: m.group(1) + content.strip() + m.group(2), text))
+    return readme
 
 
 def update_readme(
@@ -189,12 +223,7 @@ def update_readme(
     results = reports / "results.md"
     if not results.is_file():
         raise IBSRError("no results.md: run make course (notebook 06) first", reports)
-    text = readme.read_text()
-    if not _RESULTS.search(text):
-        raise IBSRError("no <!-- results:start --> / <!-- results:end --> markers", readme)
-    table = results.read_text().strip()
-    readme.write_text(_RESULTS.sub(lambda m: m.group(1) + table + m.group(2), text))
-    written = [readme]
+    written = [replace_readme_block(readme, "results", results.read_text())]
     images.mkdir(parents=True, exist_ok=True)
     for name in README_FIGURES:
         if (reports / "figures" / name).is_file():

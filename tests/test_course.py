@@ -50,8 +50,26 @@ def test_update_readme_puts_the_results_between_the_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(IBSRError, match="markers"):
         course.update_readme(reports, readme, tmp_path / "images")
+    assert readme.read_text() == "no markers"  # left as it was
     with pytest.raises(IBSRError, match="no results.md"):
         course.update_readme(tmp_path / "nothing", readme)
+
+
+def test_replace_readme_block_changes_only_the_named_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- results:start -->\nA\n<!-- results:end -->\n"
+        "<!-- cpu-results:start -->\nB\n<!-- cpu-results:end -->\n"
+    )
+    assert course.has_readme_block(readme, "cpu-results")
+    assert not course.has_readme_block(readme, "cpu")
+    course.replace_readme_block(readme, "cpu-results", "\n| new |\n\n")
+    assert readme.read_text() == (
+        "<!-- results:start -->\nA\n<!-- results:end -->\n"
+        "<!-- cpu-results:start -->\n| new |\n<!-- cpu-results:end -->\n"
+    )
+    with pytest.raises(IBSRError, match="cpu-fullres-results"):
+        course.replace_readme_block(readme, "cpu-fullres-results", "x")
 
 
 def test_export_html(tmp_path):
