@@ -138,6 +138,11 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         FULLRES,
         "coronal-fullres",
     ),
+    "2D U-Net axial, full-resolution skip": (
+        "unet2d",
+        ["data.plane=axial", *FULLRES],
+        "axial-fullres",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: The two full-resolution sagittal seeds, the core of the best ensembles.
@@ -302,6 +307,23 @@ ENSEMBLES = {
     "sagittal (seeds 0 + 1) + coronal (full-resolution skip) + 3D patches": [
         *SAGITTAL_FULLRES,
         "2D U-Net coronal, full-resolution skip",
+        "3D U-Net patches",
+    ],
+    "sagittal + axial (full-resolution skip) + coronal + 3D patches": [
+        "2D U-Net sagittal, full-resolution skip",
+        "2D U-Net axial, full-resolution skip",
+        "2D U-Net coronal",
+        "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + axial (full-resolution skip) + 3D patches": [
+        *SAGITTAL_FULLRES,
+        "2D U-Net axial, full-resolution skip",
+        "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + axial (full-resolution skip) + coronal + 3D patches": [
+        *SAGITTAL_FULLRES,
+        "2D U-Net axial, full-resolution skip",
+        "2D U-Net coronal",
         "3D U-Net patches",
     ],
 }
