@@ -24,7 +24,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,12 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from ibsr_helpers.config import load_config
-    from ibsr_helpers.profiling import hardware_summary
+    from ibsr_helpers.profiling import hardware_header
 
-    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
-    for key, value in hardware_summary().items():
-        print(f"{key:11s} {value}")
-    print()
+    print(hardware_header() + "\n")
     for stem in args.configs:
         rows = []
         for batch in (1, 2):

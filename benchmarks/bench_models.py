@@ -186,16 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from ibsr_helpers.data import describe_source, resolve_data_dir
-    from ibsr_helpers.profiling import hardware_summary
+    from ibsr_helpers.profiling import hardware_header
 
-    hw = hardware_summary()
-    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
-    for key, value in hw.items():
-        print(f"{key:11s} {value}")
     root, _ = resolve_data_dir(args.data)
-    print(f"{'data':11s} {describe_source(root)}")
-    print(f"{'overrides':11s} {' '.join(args.set) or 'none'}")
-    print(f"{'device':11s} {device}, profile {profile}, {args.steps} timed steps\n", flush=True)
+    header = hardware_header(
+        data=describe_source(root),
+        overrides=" ".join(args.set) or "none",
+        device=f"{device}, profile {profile}, {args.steps} timed steps",
+    )
+    print(header + "\n", flush=True)
 
     rows = []
     for name in args.models:

@@ -46,15 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     from ibsr_helpers.data import describe_source, load_split, resolve_data_dir
     from ibsr_helpers.evaluation import dice_table, evaluate_runs
     from ibsr_helpers.inference import load_run
-    from ibsr_helpers.profiling import hardware_summary
+    from ibsr_helpers.profiling import hardware_header
     from ibsr_helpers.training import train
 
     root, _ = resolve_data_dir(args.data)
-    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
-    for key, value in hardware_summary().items():
-        print(f"{key:11s} {value}")
-    print(f"{'data':11s} {describe_source(root)}")
-    print(f"{'recipe':11s} {args.config} ({args.profile}), seed {args.seed}\n", flush=True)
+    recipe = f"{args.config} ({args.profile}), seed {args.seed}"
+    print(hardware_header(data=describe_source(root), recipe=recipe) + "\n", flush=True)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_spacing_"))
     volumes = load_split(root, "val", progress=False)
     runs, minutes = {}, {}

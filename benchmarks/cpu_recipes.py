@@ -320,7 +320,10 @@ ENSEMBLES = {
         "2D U-Net axial, full-resolution skip",
         "3D U-Net patches",
     ],
-    "sagittal (full-resolution skip, seeds 0 + 1) + axial (full-resolution skip) + coronal + 3D patches": [
+    (
+        "sagittal (full-resolution skip, seeds 0 + 1) + axial (full-resolution skip)"
+        " + coronal + 3D patches"
+    ): [
         *SAGITTAL_FULLRES,
         "2D U-Net axial, full-resolution skip",
         "2D U-Net coronal",
@@ -390,16 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     from ibsr_helpers.evaluation import evaluate_folders, results_table, write_results
     from ibsr_helpers.inference import predict_folders
     from ibsr_helpers.plots import plot_dice_vs_minutes
-    from ibsr_helpers.profiling import hardware_summary
+    from ibsr_helpers.profiling import hardware_header, hardware_summary
     from ibsr_helpers.training import train
 
     root, _ = resolve_data_dir(args.data)
     hw = hardware_summary()
     date = time.strftime("%Y-%m-%d")
-    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
-    for key, value in hw.items():
-        print(f"{key:11s} {value}")
-    print(f"{'data':11s} {describe_source(root)}\n", flush=True)
+    print(hardware_header(data=describe_source(root)) + "\n", flush=True)
     val = next(root.glob("**/Validation_Set"))
     runs, minutes, curve, commands = {}, {}, [], {}
     for name in args.recipes:

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 
@@ -38,14 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     from ibsr_helpers.evaluation import evaluate_runs
     from ibsr_helpers.inference import load_run
     from ibsr_helpers.plots import plot_error_distances
-    from ibsr_helpers.profiling import hardware_summary
+    from ibsr_helpers.profiling import hardware_header
 
     root, _ = resolve_data_dir(args.data)
-    print("date       ", time.strftime("%Y-%m-%d %H:%M"))
-    for key, value in hardware_summary().items():
-        print(f"{key:11s} {value}")
-    print(f"{'data':11s} {describe_source(root)}")
-    print(f"{'TTA':11s} {'flip' if args.tta else 'none'}\n", flush=True)
+    tta = "flip" if args.tta else "none"
+    print(hardware_header(data=describe_source(root), TTA=tta) + "\n", flush=True)
     runs = {Path(r).name: load_run(r) for r in args.run}
     predictors = {name: [run] for name, run in runs.items()}
     members = {}

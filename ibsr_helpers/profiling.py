@@ -31,7 +31,7 @@ import torch
 if TYPE_CHECKING:
     from ibsr_helpers.training import TrainStep
 
-__all__ = ["PeakMemory", "hardware_summary", "rss_mb", "time_train_steps"]
+__all__ = ["PeakMemory", "hardware_header", "hardware_summary", "rss_mb", "time_train_steps"]
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -194,3 +194,17 @@ def hardware_summary() -> dict[str, Any]:
         "cuda": torch.version.cuda or "none",
         "platform": platform.platform(),
     }
+
+
+def hardware_header(**extra: object) -> str:
+    """The lines a benchmark prints first: the date, :func:`hardware_summary`, then ``extra``.
+
+    Args:
+        **extra: More ``name: value`` lines (the data, the recipe, ...), in this order.
+
+    Returns:
+        One ``name value`` line each, names padded to one column.
+    """
+    rows = {"date": time.strftime("%Y-%m-%d %H:%M"), **hardware_summary(), **extra}
+    width = max(map(len, rows))
+    return "\n".join(f"{name:{width}s} {value}" for name, value in rows.items())

@@ -8,7 +8,12 @@ import sys
 import pytest
 import torch
 
-from ibsr_helpers.profiling import PeakMemory, hardware_summary, time_train_steps
+from ibsr_helpers.profiling import (
+    PeakMemory,
+    hardware_header,
+    hardware_summary,
+    time_train_steps,
+)
 
 _PEAK_SCRIPT = """
 import numpy as np
@@ -59,6 +64,16 @@ def test_hardware_summary_names_cpu_and_versions():
     assert hw["cores"] >= 1 and hw["torch"] == torch.__version__
     assert hw["gpu"] == "none" or torch.cuda.is_available()
     assert isinstance(hw["cpu"], str) and hw["cpu"]
+
+
+def test_hardware_header_lists_date_hardware_then_extras_in_one_column():
+    lines = hardware_header(data="demo", recipe="unet2d (quick)").splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names[0] == "date" and names[-2:] == ["data", "recipe"]
+    assert {"cpu", "cores", "torch_threads", "torch", "gpu"} <= set(names)
+    column = len(lines[0]) - len(lines[0].split(None, 1)[1])  # where the date begins
+    assert all(line[column - 1] == " " != line[column] for line in lines)
+    assert lines[-1].split(None, 1)[1] == "unet2d (quick)"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
