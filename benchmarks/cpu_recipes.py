@@ -309,6 +309,17 @@ ENSEMBLES = {
         "2D U-Net coronal, full-resolution skip",
         "3D U-Net patches",
     ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + coronal (seed 1) + 3D patches": [
+        *SAGITTAL_FULLRES,
+        "2D U-Net coronal, seed 1",
+        "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + coronal (seeds 0 + 1) + 3D patches": [
+        *SAGITTAL_FULLRES,
+        "2D U-Net coronal",
+        "2D U-Net coronal, seed 1",
+        "3D U-Net patches",
+    ],
     "sagittal + axial (full-resolution skip) + coronal + 3D patches": [
         "2D U-Net sagittal, full-resolution skip",
         "2D U-Net axial, full-resolution skip",
