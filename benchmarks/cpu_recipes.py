@@ -60,6 +60,7 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
 FULLRES = ["model.full_resolution_skip=true", "train.steps_per_epoch=180", "train.minutes=null"]
 EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "3D U-Net patches, Dice+CE": ("unet3d_patches", ["loss.name=dicece"], "dicece"),
+    "3D U-Net patches, seed 1": ("unet3d_patches", ["seed=1"], ""),
     "2D U-Net sagittal, 36 epochs": (
         "unet2d",
         ["data.plane=sagittal", "train.epochs=36", "train.minutes=null"],
@@ -319,6 +320,11 @@ ENSEMBLES = {
         "2D U-Net coronal",
         "2D U-Net coronal, seed 1",
         "3D U-Net patches",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + coronal + 3D patches (seed 1)": [
+        *SAGITTAL_FULLRES,
+        "2D U-Net coronal",
+        "3D U-Net patches, seed 1",
     ],
     "sagittal + axial (full-resolution skip) + coronal + 3D patches": [
         "2D U-Net sagittal, full-resolution skip",
