@@ -166,6 +166,20 @@ def test_find_images_any_depth(any_root, tmp_path):
         data.find_images(empty)
 
 
+def test_find_images_through_linked_folders(any_root, tmp_path):
+    """A folder of links to subject folders (a common way to pick scans) is searched too."""
+    src = data.discover(any_root, splits=["test"])[0]
+    (tmp_path / "scans" / src.id).mkdir(parents=True)
+    shutil.copy(src.image, tmp_path / "scans" / src.id / src.image.name)
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    (picked / src.id).symlink_to(tmp_path / "scans" / src.id, target_is_directory=True)
+    (picked / src.id / "loop").symlink_to(picked, target_is_directory=True)  # a cycle
+    found = data.find_images(picked)
+    assert [s.id for s in found] == [src.id]
+    assert found[0].image == picked / src.id / src.image.name
+
+
 def _volume(sid: str, split: str, label: np.ndarray | None, spacing) -> data.Volume:
     image = np.ones((10, 10, 10), np.float32)
     subject = data.Subject(sid, split, Path(f"{sid}.nii.gz"), None, tuple(spacing), image.shape)
