@@ -86,6 +86,33 @@ def test_full_resolution_skip_feeds_the_input_to_a_last_decoder_block(name: str)
     assert not torch.allclose(out, zeroed)
 
 
+@pytest.mark.parametrize("num_res_units", [0, 2])
+def test_unet3d_full_resolution_skip_sees_the_input_at_full_resolution(num_res_units: int) -> None:
+    small = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": num_res_units}
+    plain = models.build_model("unet3d", **small)
+    model = models.build_model("unet3d", full_resolution_skip=True, **small)
+    assert isinstance(model, models.FullResolutionUNet3d)
+    seen: dict[str, torch.Tensor] = {}
+    model.up.register_forward_hook(lambda m, args, out: seen.update(up=out))
+    model.refine.register_forward_pre_hook(lambda m, args: seen.update(refine_in=args[0]))
+    x = torch.randn(1, 1, 16, 16, 24)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 4, 16, 16, 24)
+    # The last stage works at the input's size, 8 // 2 = 4 features wide, and gets the input.
+    assert seen["up"].shape == (1, 4, 16, 16, 24)
+    assert torch.equal(seen["refine_in"][:, 4:], x)
+    # The plain network's encoder and middle are kept; its last layer is replaced.
+    assert models.count_parameters(model.down) + models.count_parameters(model.middle) == (
+        models.count_parameters(plain.model[0]) + models.count_parameters(plain.model[1])
+    )
+    # The input reaches the logits through the new stage, not only through the encoder.
+    with torch.no_grad():
+        cut = model.head(model.refine(torch.cat([seen["up"], torch.zeros_like(x)], dim=1)))
+    assert not torch.allclose(out, cut)
+
+
 def test_full_resolution_skip_is_a_config_setting_and_reloads() -> None:
     from ibsr_helpers.config import load_config
 
