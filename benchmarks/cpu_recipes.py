@@ -144,6 +144,12 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=axial", *FULLRES],
         "axial-fullres",
     ),
+    # Under the recipe's own 38-minute budget: its last stage makes a step a third dearer.
+    "3D U-Net patches, full-resolution skip": (
+        "unet3d_patches",
+        ["model.full_resolution_skip=true"],
+        "fullres",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: The two full-resolution sagittal seeds, the core of the best ensembles.
@@ -325,6 +331,24 @@ ENSEMBLES = {
         *SAGITTAL_FULLRES,
         "2D U-Net coronal",
         "3D U-Net patches, seed 1",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + 3D patches (full-resolution skip)": [
+        *SAGITTAL_FULLRES,
+        "3D U-Net patches, full-resolution skip",
+    ],
+    "sagittal (full-resolution skip, seeds 0 + 1) + coronal + 3D patches (full-resolution skip)": [
+        *SAGITTAL_FULLRES,
+        "2D U-Net coronal",
+        "3D U-Net patches, full-resolution skip",
+    ],
+    (
+        "sagittal (full-resolution skip, seeds 0 + 1) + coronal"
+        " + 3D patches (with and without the full-resolution skip)"
+    ): [
+        *SAGITTAL_FULLRES,
+        "2D U-Net coronal",
+        "3D U-Net patches",
+        "3D U-Net patches, full-resolution skip",
     ],
     "sagittal + axial (full-resolution skip) + coronal + 3D patches": [
         "2D U-Net sagittal, full-resolution skip",
