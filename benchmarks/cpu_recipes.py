@@ -150,6 +150,11 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["model.full_resolution_skip=true"],
         "fullres",
     ),
+    "3D U-Net patches, full-resolution skip, seed 1": (
+        "unet3d_patches",
+        ["seed=1", "model.full_resolution_skip=true"],
+        "fullres",
+    ),
 }
 PLANES = ["2D U-Net sagittal", "2D U-Net coronal", "2D U-Net axial"]
 #: The two full-resolution sagittal seeds, the core of the best ensembles.
@@ -340,6 +345,14 @@ ENSEMBLES = {
         *SAGITTAL_FULLRES,
         "2D U-Net coronal",
         "3D U-Net patches, full-resolution skip",
+    ],
+    (
+        "sagittal (full-resolution skip, seeds 0 + 1) + coronal"
+        " + 3D patches (full-resolution skip, seed 1)"
+    ): [
+        *SAGITTAL_FULLRES,
+        "2D U-Net coronal",
+        "3D U-Net patches, full-resolution skip, seed 1",
     ],
     (
         "sagittal (full-resolution skip, seeds 0 + 1) + coronal"
