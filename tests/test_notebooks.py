@@ -39,6 +39,14 @@ def test_notebooks_committed_without_outputs():
         assert len(tagged) == 1 and "PROFILE" in "".join(tagged[0]["source"]), path.name
 
 
+def test_notebook_cell_ids_are_unique():
+    # nbformat renames a repeated id with a warning on every run (and may refuse it later).
+    for path in NOTEBOOKS.values():
+        ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        assert not repeated, f"{path.name}: repeated cell ids {repeated}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("number", ["00", "01"])
 def test_setup_and_exploration_notebooks(number, data_root, tmp_path):
