@@ -43,6 +43,7 @@ from ibsr_helpers.layout import (
     SPLITS,
     SUBJECT_ID,
     TISSUES,
+    nifti_files,
 )
 
 __all__ = [
@@ -198,23 +199,6 @@ def discover(root: str | Path, splits: Iterable[str] | None = None) -> list[Subj
     return sorted(found, key=lambda s: (SPLITS.index(s.split), s.id))
 
 
-def _nifti_files(root: Path) -> list[Path]:
-    """Every ``*.nii*`` file under ``root``, through linked folders too, each folder once.
-
-    ``Path.rglob`` does not enter symlinked folders before Python 3.13, and a folder of
-    links to subject folders is a common way to pick scans for prediction.
-    """
-    files, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a link back up the tree: do not walk it again
-            subfolders.clear()
-            continue
-        seen.add(real)
-        files.extend(Path(folder) / name for name in names if ".nii" in name)
-    return sorted(files)
-
-
 def find_images(root: str | Path) -> list[Subject]:
     """Every image ``ID.nii.gz`` under ``root`` at any depth, labels ignored, for prediction.
 
@@ -231,9 +215,9 @@ def find_images(root: str | Path) -> list[Subject]:
     if not root.is_dir():
         raise IBSRError("input folder not found", root)
     found = {}
-    for path in _nifti_files(root):
+    for path in nifti_files(root):
         stem = path.name.split(".nii")[0]
-        if SUBJECT_ID.match(stem) and path.name.endswith(NIFTI_SUFFIXES) and stem not in found:
+        if SUBJECT_ID.match(stem) and stem not in found:
             found[stem] = _subject(path.parent, "test", require_label=False, image=path)
     if not found:
         raise IBSRError("no images (ID.nii.gz, e.g. IBSR_02.nii.gz) found", root)

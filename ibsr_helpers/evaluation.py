@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import read_labels, read_volume
-from ibsr_helpers.layout import TISSUES, parse_nifti_name
+from ibsr_helpers.layout import TISSUES, nifti_files, parse_nifti_name
 from ibsr_helpers.metrics import METRICS, evaluate_segmentation
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ _DECIMALS: dict[str, int] = {"dice": 3, "hd": 2, "hd95": 2, "avd": 2}
 def _find(folder: Path, kind: str = "any") -> dict[str, Path]:
     """Map subject id -> NIfTI file (``kind``: labels, images or any) at any depth."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*.nii*")):
+    for path in nifti_files(folder):
         parsed = parse_nifti_name(path)
         if parsed is None or not path.is_file():
             continue

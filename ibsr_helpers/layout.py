@@ -16,6 +16,7 @@ subjects, ``ID_seg.nii.gz`` (0 background, 1 CSF, 2 GM, 3 WM); ``.nii`` works to
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "SUBJECT_ID",
     "parse_nifti_name",
+    "nifti_files",
 ]
 
 #: Label value -> name. 0 is background.
@@ -81,3 +83,21 @@ def parse_nifti_name(path: str | Path) -> tuple[str, bool] | None:
     """
     match = _FILE.match(Path(path).name)
     return None if match is None else (match["id"], match["seg"] is not None)
+
+
+def nifti_files(root: str | Path) -> list[Path]:
+    """Every NIfTI file (:data:`NIFTI_SUFFIXES`) under ``root`` at any depth, sorted.
+
+    Linked folders are entered too, each real folder once: ``Path.rglob`` does not enter
+    symlinked folders before Python 3.13, and a folder of links to subject folders is a
+    common way to pick scans for prediction or grading.
+    """
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree: do not walk it again
+            subfolders.clear()
+            continue
+        seen.add(real)
+        files.extend(Path(folder) / name for name in names if name.endswith(NIFTI_SUFFIXES))
+    return sorted(files)

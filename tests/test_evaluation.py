@@ -79,6 +79,18 @@ def test_evaluate_folders_matches_by_id_at_any_depth(folders):
     assert not df[list(METRICS)].isna().any().any()
 
 
+def test_evaluate_folders_through_linked_folders(folders, tmp_path):
+    """Ground truth picked as a folder of links to subject folders is found (and graded)."""
+    gt_dir, pred_dir, _, _ = folders
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    for sid in ("DEMO_01", "DEMO_02"):
+        source = gt_dir / "TrainingValidationTestSets" / "Validation_Set" / sid
+        (picked / sid).symlink_to(source, target_is_directory=True)
+    df = E.evaluate_folders(pred_dir, picked, progress=False)
+    assert list(df["subject"].unique()) == ["DEMO_01", "DEMO_02"]
+
+
 def test_evaluate_folders_skips_prediction_without_ground_truth(folders):
     gt_dir, pred_dir, gts, _ = folders
     save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_03.nii.gz")
