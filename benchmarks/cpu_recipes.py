@@ -58,6 +58,8 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
 #: sagittal runs on a 2-core AMD EPYC Zen 4 (2026-12-04), so every machine trains the same
 #: steps (the budget gives a coronal run only 90 there).
 FULLRES = ["model.full_resolution_skip=true", "train.steps_per_epoch=180", "train.minutes=null"]
+#: The 3D stage trains under the recipe's own 38-minute budget (a step a third dearer).
+FULLRES_3D = ["model.full_resolution_skip=true"]
 EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "3D U-Net patches, Dice+CE": ("unet3d_patches", ["loss.name=dicece"], "dicece"),
     "3D U-Net patches, seed 1": ("unet3d_patches", ["seed=1"], ""),
@@ -144,15 +146,10 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
         ["data.plane=axial", *FULLRES],
         "axial-fullres",
     ),
-    # Under the recipe's own 38-minute budget: its last stage makes a step a third dearer.
-    "3D U-Net patches, full-resolution skip": (
-        "unet3d_patches",
-        ["model.full_resolution_skip=true"],
-        "fullres",
-    ),
+    "3D U-Net patches, full-resolution skip": ("unet3d_patches", FULLRES_3D, "fullres"),
     "3D U-Net patches, full-resolution skip, seed 1": (
         "unet3d_patches",
-        ["seed=1", "model.full_resolution_skip=true"],
+        ["seed=1", *FULLRES_3D],
         "fullres",
     ),
 }
@@ -162,6 +159,8 @@ SAGITTAL_FULLRES = [
     "2D U-Net sagittal, full-resolution skip",
     "2D U-Net sagittal, full-resolution skip, seed 1",
 ]
+#: The 2D members of the best ensemble: both sagittal seeds and the coronal recipe.
+BEST_2D = [*SAGITTAL_FULLRES, "2D U-Net coronal"]
 #: Ensembles scored when all their members were trained (or found) in this call.
 ENSEMBLES = {
     "fusion of 3 planes": PLANES,
@@ -306,8 +305,7 @@ ENSEMBLES = {
         "3D U-Net patches",
     ],
     "sagittal (full-resolution skip, seeds 0 + 1) + coronal + 3D patches": [
-        *SAGITTAL_FULLRES,
-        "2D U-Net coronal",
+        *BEST_2D,
         "3D U-Net patches",
     ],
     "sagittal (full-resolution skip: seeds 0 + 1, Dice+CE) + coronal + 3D patches": [
@@ -327,14 +325,12 @@ ENSEMBLES = {
         "3D U-Net patches",
     ],
     "sagittal (full-resolution skip, seeds 0 + 1) + coronal (seeds 0 + 1) + 3D patches": [
-        *SAGITTAL_FULLRES,
-        "2D U-Net coronal",
+        *BEST_2D,
         "2D U-Net coronal, seed 1",
         "3D U-Net patches",
     ],
     "sagittal (full-resolution skip, seeds 0 + 1) + coronal + 3D patches (seed 1)": [
-        *SAGITTAL_FULLRES,
-        "2D U-Net coronal",
+        *BEST_2D,
         "3D U-Net patches, seed 1",
     ],
     "sagittal (full-resolution skip, seeds 0 + 1) + 3D patches (full-resolution skip)": [
@@ -342,24 +338,21 @@ ENSEMBLES = {
         "3D U-Net patches, full-resolution skip",
     ],
     "sagittal (full-resolution skip, seeds 0 + 1) + coronal + 3D patches (full-resolution skip)": [
-        *SAGITTAL_FULLRES,
-        "2D U-Net coronal",
+        *BEST_2D,
         "3D U-Net patches, full-resolution skip",
     ],
     (
         "sagittal (full-resolution skip, seeds 0 + 1) + coronal"
         " + 3D patches (full-resolution skip, seed 1)"
     ): [
-        *SAGITTAL_FULLRES,
-        "2D U-Net coronal",
+        *BEST_2D,
         "3D U-Net patches, full-resolution skip, seed 1",
     ],
     (
         "sagittal (full-resolution skip, seeds 0 + 1) + coronal"
         " + 3D patches (with and without the full-resolution skip)"
     ): [
-        *SAGITTAL_FULLRES,
-        "2D U-Net coronal",
+        *BEST_2D,
         "3D U-Net patches",
         "3D U-Net patches, full-resolution skip",
     ],
