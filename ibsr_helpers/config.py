@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,20 @@ import yaml
 
 from ibsr_helpers.errors import IBSRError
 
-__all__ = ["DEFAULTS", "load_config", "merge", "apply_overrides", "validate_config"]
+__all__ = [
+    "DEFAULTS",
+    "load_config",
+    "merge",
+    "apply_overrides",
+    "validate_config",
+    "check_settings",
+    "leaves",
+]
 
 #: Defaults every config starts from; files only say what differs.
 DEFAULTS: dict[str, Any] = {
     "name": "run",
+    "experiment": "ibsr18",  # MLflow experiment
     "seed": 0,
     "device": "auto",
     "tracking": "mlflow",
@@ -67,8 +77,22 @@ DEFAULTS: dict[str, Any] = {
         "val_hd95": False,  # also score HD95 at each validation (about 1 s per subject)
         "minutes": None,  # budget: fewer steps per epoch where the recipe would take longer
     },
-    "inference": {"overlap": 0.5, "sw_batch_size": 4, "tta": False, "batch_size": 16},
+    "inference": {"overlap": 0.5, "sw_batch_size": 4, "batch_size": 16},
 }
+
+#: Settings whose default is None, or that take more than their default's type.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "data.spacing": (str, list),
+    "data.gamma": (type(None), list),
+    "loss.class_weights": (type(None), list),
+    "optim.warmup_epochs": (int, float),
+    "train.max_val_subjects": (type(None), int),
+    "train.minutes": (type(None), int, float),
+    "profile": (type(None), str),
+}
+#: Sections whose further settings are those of the network or loss they name
+#: (:func:`ibsr_helpers.models.model_settings`, :func:`ibsr_helpers.losses.loss_settings`).
+_OPEN_SECTIONS: tuple[str, ...] = ("model", "loss")
 
 _MODES = ("slices", "volume", "patches")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -126,12 +150,107 @@ def _parse_value(raw: str) -> Any:
     return yaml.safe_load(text)
 
 
+def leaves(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"section.key": value}`` (lists and other values are leaves).
+
+    Example:
+        >>> leaves({"optim": {"lr": 0.001}, "seed": 0})
+        {'optim.lr': 0.001, 'seed': 0}
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(leaves(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _open_settings(section: str, name: Any) -> frozenset[str]:
+    """The settings of the network (``model``) or loss (``loss``) named ``name``."""
+    if section == "model":
+        from ibsr_helpers.models import model_settings
+
+        return model_settings(str(name))
+    from ibsr_helpers.losses import loss_settings
+
+    return loss_settings(str(name))
+
+
+_TYPE_NAMES: dict[type, str] = {
+    bool: "true/false",
+    int: "an integer",
+    float: "a number",
+    str: "a word",
+    list: "a list",
+    type(None): "null",
+}
+
+
+def _type_problem(key: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot be setting ``key`` (whose default is ``default``), or None."""
+    allowed = _TYPES.get(key)
+    if allowed is None:
+        kind = type(default)
+        allowed = (int, float) if kind is float else (kind,)
+    accepted = allowed + ((tuple,) if list in allowed else ())
+    if isinstance(value, accepted) and not (isinstance(value, bool) and bool not in allowed):
+        return None
+    wanted = " or ".join(_TYPE_NAMES[t] for t in allowed if not (t is int and float in allowed))
+    hint = ""
+    if isinstance(value, str) and float in allowed and "e" in value.lower():
+        hint = " (YAML reads 1e-3 as text: write 1.0e-3)"
+    return f"{key}: must be {wanted}, got {value!r}{hint}"
+
+
+def check_settings(
+    config: Mapping[str, Any], source: str | Path | None = None, origin: str = ""
+) -> None:
+    """Refuse unknown settings (naming the nearest known one) and values of the wrong type.
+
+    Known settings are those of :data:`DEFAULTS`; under ``model`` and ``loss`` also those
+    of the network or loss the section names (the constructor's keywords).
+
+    Args:
+        config: A full or partial config (e.g. one profile of a file).
+        source: The file it came from, named in the error.
+        origin: Put before the setting's name in the error, e.g. ``"--set "``.
+
+    Raises:
+        IBSRError: ``train.epoch: unknown setting; did you mean train.epochs?``, or
+            ``train.epochs: must be an integer, got 'three'``.
+    """
+    known = {**leaves(DEFAULTS), "profile": None}
+    for key, value in leaves(config).items():
+        section = key.split(".", 1)[0]
+        if key in known:
+            problem = _type_problem(key, value, known[key])
+            if problem is not None:
+                raise IBSRError(origin + problem, source)
+            continue
+        if key in DEFAULTS:  # a section given as a single value
+            raise IBSRError(f"{origin}{key}: must be a mapping of settings, got {value!r}", source)
+        candidates, where = list(known), ""
+        if section in _OPEN_SECTIONS:
+            name = (config.get(section) or {}).get("name", DEFAULTS[section]["name"])
+            settings = _open_settings(section, name)
+            if key.split(".")[1] in settings:
+                continue
+            candidates += [f"{section}.{k}" for k in settings]
+            where = f" (for {section} {name!r})"
+        near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise IBSRError(f"{origin}{key}: unknown setting{where}{hint}", source)
+
+
 def validate_config(config: Mapping[str, Any], source: str | Path | None = None) -> None:
     """Check the settings the engine relies on.
 
     Raises:
         IBSRError: Naming the config file and the bad setting.
     """
+    check_settings(config, source)
     data = config["data"]
     gamma, minutes = data["gamma"], config["train"]["minutes"]
     checks = [
@@ -213,7 +332,12 @@ def load_config(
     if not isinstance(raw, dict):
         raise IBSRError("a config file must hold a mapping", source)
     profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise IBSRError("profiles must map each profile's name to its settings", source)
     config = merge(DEFAULTS, raw)
+    check_settings(config, source)
+    for name, settings in profiles.items():  # every profile, not only the one asked for
+        check_settings(merge(config, settings), source, origin=f"profiles.{name}: ")
     if profile is not None:
         if profile not in profiles:
             raise IBSRError(
@@ -222,5 +346,6 @@ def load_config(
         config = merge(config, profiles[profile])
     config = apply_overrides(config, overrides)
     config["profile"] = profile
+    check_settings(config, origin="--set ")  # the file's own settings passed above
     validate_config(config, source)
     return config

@@ -18,6 +18,7 @@ dropped before being given to MONAI's ``weight`` argument.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from ibsr_helpers.errors import IBSRError
 
-__all__ = ["LOSS_NAMES", "SegmentationLoss", "build_loss"]
+__all__ = ["LOSS_NAMES", "SegmentationLoss", "build_loss", "loss_settings"]
 
 LOSS_NAMES: tuple[str, ...] = ("dice", "focal", "dicefocal", "dicece")
 
@@ -89,6 +90,29 @@ def _weights(class_weights: Sequence[float], include_background: bool) -> list[f
     return weights if include_background else weights[1:]
 
 
+#: Loss name -> the MONAI class it builds.
+_LOSS_CLASSES: dict[str, type[nn.Module]] = {
+    "dice": DiceLoss,
+    "focal": FocalLoss,
+    "dicefocal": DiceFocalLoss,
+    "dicece": DiceCELoss,
+}
+
+
+def loss_settings(name: str) -> frozenset[str]:
+    """The ``loss.*`` settings a config may give loss ``name`` (``name`` included).
+
+    Raises:
+        IBSRError: Unknown name.
+    """
+    if name not in LOSS_NAMES:
+        raise IBSRError(f"unknown loss {name!r}; known losses: {', '.join(LOSS_NAMES)}")
+    found = set(inspect.signature(build_loss).parameters) | set(
+        inspect.signature(_LOSS_CLASSES[name]).parameters
+    )
+    return frozenset(found - {"kwargs", "self"})
+
+
 def build_loss(
     name: str = "dicefocal",
     class_weights: Sequence[float] | None = None,
@@ -140,14 +164,8 @@ def build_loss(
     if name == "dicece" and weights is not None:
         settings["weight"] = torch.tensor(weights)  # DiceCELoss wants a tensor
     settings.update(kwargs)
-    loss_class = {
-        "dice": DiceLoss,
-        "focal": FocalLoss,
-        "dicefocal": DiceFocalLoss,
-        "dicece": DiceCELoss,
-    }[name]
     try:
-        loss = loss_class(**settings)
+        loss = _LOSS_CLASSES[name](**settings)
     except (TypeError, ValueError) as exc:
         raise IBSRError(f"loss {name!r} could not be built with {kwargs}: {exc}") from exc
     return SegmentationLoss(loss, None if class_weights is None else len(class_weights))

@@ -23,6 +23,8 @@ input (:class:`FullResolutionUnet`, :class:`FullResolutionUNet3d`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import socket
@@ -39,6 +41,7 @@ from torch import nn
 from ibsr_helpers.errors import IBSRError
 
 __all__ = [
+    "model_settings",
     "MODEL_NAMES",
     "build_model",
     "build_model_from_config",
@@ -415,15 +418,37 @@ class _Spec:
     build: Callable[..., nn.Module]
     dims: int
     divisor: Callable[[dict[str, Any]], int]
+    #: The callables ``build`` passes its further keywords on to (imported when asked).
+    passes_to: Callable[[], tuple[Callable[..., Any], ...]]
+
+
+def _smp_targets() -> tuple[Callable[..., Any], ...]:
+    return (_smp_unet, import_smp().Unet)
+
+
+def _monai(name: str) -> Callable[[], tuple[Callable[..., Any], ...]]:
+    def targets() -> tuple[Callable[..., Any], ...]:
+        from monai.networks import nets
+
+        return (getattr(nets, name),)
+
+    return targets
+
+
+def _smp_divisor(kwargs: dict[str, Any]) -> int:
+    return 2 ** int(kwargs.get("encoder_depth", 5))
 
 
 _REGISTRY: dict[str, _Spec] = {
-    "unet2d": _Spec(_unet2d, 2, lambda kw: 2 ** int(kw.get("encoder_depth", 5))),
-    "efficientunet2d": _Spec(_efficientunet2d, 2, lambda kw: 2 ** int(kw.get("encoder_depth", 5))),
-    "unet3d": _Spec(_unet3d, 3, _unet3d_divisor),
-    "unetr": _Spec(_unetr, 3, lambda kw: _UNETR_PATCH),
+    "unet2d": _Spec(_unet2d, 2, _smp_divisor, _smp_targets),
+    "efficientunet2d": _Spec(_efficientunet2d, 2, _smp_divisor, _smp_targets),
+    "unet3d": _Spec(_unet3d, 3, _unet3d_divisor, _monai("UNet")),
+    "unetr": _Spec(_unetr, 3, lambda kw: _UNETR_PATCH, _monai("UNETR")),
     "segresnet": _Spec(
-        _segresnet, 3, lambda kw: 2 ** (len(kw.get("blocks_down", (1, 2, 2, 4))) - 1)
+        _segresnet,
+        3,
+        lambda kw: 2 ** (len(kw.get("blocks_down", (1, 2, 2, 4))) - 1),
+        _monai("SegResNet"),
     ),
 }
 
@@ -484,6 +509,29 @@ def build_model(name: str, in_channels: int = 1, out_channels: int = 4, **kwargs
         raise IBSRError(f"model {name!r} needs a package that is not installed: {reason}") from exc
     except (TypeError, ValueError, KeyError) as exc:
         raise IBSRError(f"model {name!r} could not be built with {kwargs}: {exc}") from exc
+
+
+#: Keywords a config cannot set: the engine passes them (input and output channels, dims).
+_PASSED_BY_ENGINE = frozenset(
+    {"self", "in_channels", "out_channels", "classes", "spatial_dims", "kwargs", "args"}
+)
+
+
+@functools.cache
+def model_settings(name: str) -> frozenset[str]:
+    """The ``model.*`` settings a config may give network ``name`` (``name`` included).
+
+    The keywords of the course's builder and of the library class it passes the rest on to
+    (smp's ``Unet``, MONAI's ``UNet``, ``UNETR``, ``SegResNet``).
+
+    Raises:
+        IBSRError: Unknown name.
+    """
+    spec = _spec(name)
+    found = {"name"}
+    for target in (spec.build, *spec.passes_to()):
+        found |= set(inspect.signature(target).parameters)
+    return frozenset(found - _PASSED_BY_ENGINE)
 
 
 def spatial_dims(name: str) -> int:

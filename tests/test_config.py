@@ -70,3 +70,44 @@ def test_unknown_profile(tmp_path):
         load_config(f, "full")
     with pytest.raises(IBSRError, match="key.sub=value"):
         load_config(f, "quick", ["nonsense"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "--set train.epoch: unknown setting; did you mean train.epochs?"),
+        ("inference.tta=true", "--set inference.tta: unknown setting"),
+        ("model.encoder_nam=resnet34", "did you mean model.encoder_name?"),
+        ("loss.gama=2", "(for loss 'dicefocal'); did you mean loss.gamma?"),
+        ("train.epochs=three", "--set train.epochs: must be an integer, got 'three'"),
+        ("seed=1.5", "--set seed: must be an integer, got 1.5"),
+        ("train.minutes=false", "--set train.minutes: must be null or a number, got False"),
+        ("data.roi=5", "--set data.roi: must be a list, got 5"),
+    ],
+)
+def test_an_unknown_or_mistyped_override_is_refused(override, message):
+    with pytest.raises(IBSRError) as err:
+        load_config(CONFIGS[0].parent / "unet2d.yaml", "smoke", [override])
+    assert message in str(err.value)
+
+
+def test_settings_of_the_named_network_and_loss_are_known():
+    cfg = load_config(
+        CONFIGS[0].parent / "unet3d_patches.yaml",
+        "smoke",
+        ["model.full_resolution_skip=true", "model.dropout=0.1", "loss.lambda_dice=0.5"],
+    )
+    assert cfg["model"]["dropout"] == 0.1 and cfg["loss"]["lambda_dice"] == 0.5
+
+
+def test_an_unknown_setting_in_any_profile_of_a_file_names_the_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {name: unet2d}\nprofiles:\n  quick: {}\n  full: {train: {epoch: 3}}\n")
+    with pytest.raises(IBSRError) as err:
+        load_config(f, "quick")  # the bad profile is not the one asked for
+    assert str(err.value) == (
+        f"{f}: profiles.full: train.epoch: unknown setting; did you mean train.epochs?"
+    )
+    f.write_text("model: {name: unet2d}\noptim: {lr: 1e-3}\n")
+    with pytest.raises(IBSRError, match="write 1.0e-3"):
+        load_config(f, None)
