@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ibsr_helpers.data import describe_source, project_root, resolve_data_dir
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.provenance import describe_record, read_data_record
 
 __all__ = [
     "COURSE_MODELS",
@@ -84,9 +85,11 @@ def gather_runs(
         stem, overrides, variant, _ = COURSE_MODELS[name]
         config = load_config(configs / f"{stem}.yaml", profile, [f"seed={seed}", *overrides])
         folder = run_folder(runs_dir, config, variant)
-        result = train(config, data_dir, folder, resume=True, progress=progress)
+        result = train(config, data_dir, folder, True, progress, other_data="retrain")
         state = "trained now" if result.trained else "found"
-        print(f"{name}: {folder} ({state}, best validation mean Dice {result.best_dice:.3f})")
+        data = describe_record(read_data_record(folder))
+        dice = f"best validation mean Dice {result.best_dice:.3f}"
+        print(f"{name}: {folder} ({state} on {data}; {dice})")
         runs[name] = load_run(folder, get_device(device))
     return runs
 

@@ -461,23 +461,37 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
     return prepared
 
 
+def spacing_for(config: Mapping[str, Any], reference: Sequence[Any]) -> Any:
+    """The voxel size a config trains at: ``data.spacing``, or for ``auto`` a median.
+
+    Args:
+        config: A config (not changed).
+        reference: The training scans: anything with an ``affine``.
+
+    Returns:
+        ``data.spacing`` as given, or for ``auto`` the median spacing of ``reference``.
+    """
+    d = config["data"]
+    if d.get("spacing", "auto") != "auto":
+        return d["spacing"]
+    return list(median_spacing(reference, d.get("orientation", "RAS")))
+
+
 def prepare_for(
-    config: dict[str, Any],
+    config: Mapping[str, Any],
     volumes: Sequence[Volume],
     reference: Sequence[Volume] | None = None,
 ) -> list[Prepared]:
-    """Prepare volumes as a run with ``config`` does.
+    """Prepare volumes as a run with ``config`` does (``config`` is not changed).
 
-    ``data.spacing: auto`` is resolved first, in ``config`` itself, to the median spacing
-    of ``reference`` (the training scans; default: ``volumes``), as the engine records it.
+    ``data.spacing: auto`` means the median spacing of ``reference`` (the training scans;
+    default: ``volumes``), as the engine's plan resolves it (:mod:`ibsr_helpers.plan`).
 
     Returns:
         One :class:`Prepared` per volume, in order.
     """
-    d = config["data"]
-    if d.get("spacing", "auto") == "auto":
-        d["spacing"] = list(median_spacing(reference or volumes, d.get("orientation", "RAS")))
-    spec = Preprocessing.from_config(config)
+    spacing = spacing_for(config, reference or volumes)
+    spec = Preprocessing.from_config({**config, "data": {**config["data"], "spacing": spacing}})
     return [prepare(v, spec) for v in volumes]
 
 

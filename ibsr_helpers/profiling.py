@@ -168,11 +168,13 @@ def hardware_summary() -> dict[str, Any]:
     """CPU model and cores, memory, GPU, and the versions that matter for speed.
 
     Returns:
-        A flat dict (``cpu``, ``cores``, ``torch_threads``, ``memory_gb``, ``gpu``,
+        A flat dict (``cpu``, ``cpu_bf16``, ``cores``, ``torch_threads``, ``memory_gb``, ``gpu``,
         ``python``, ``torch``, ``monai``, ``cuda``, ``platform``).
     """
     import monai
     import psutil
+
+    from ibsr_helpers.environment import cpu_has_native_bf16
 
     gpu = "none"
     if torch.cuda.is_available():
@@ -184,6 +186,7 @@ def hardware_summary() -> dict[str, Any]:
         cores = os.cpu_count() or 1
     return {
         "cpu": _cpu_model(),
+        "cpu_bf16": "native" if cpu_has_native_bf16() else "none (fp32 on the CPU)",
         "cores": cores,
         "torch_threads": torch.get_num_threads(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

@@ -32,6 +32,8 @@ __all__ = [
     "code_version",
     "package_versions",
     "about",
+    "read_data_record",
+    "trained_on",
 ]
 
 #: The file in a run folder that records the data the run was trained on.
@@ -116,6 +118,33 @@ def record_difference(stored: Mapping[str, Any] | None, current: Mapping[str, An
     return f"trained on {describe_record(stored)}, the data given is {describe_record(current)}"
 
 
+def read_data_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The data record of a run folder (``data.json``), or None for a run made before them."""
+    import json
+
+    path = Path(run_dir) / DATA_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def trained_on(run_dirs: Mapping[str, str | Path | None]) -> str:
+    """Which data each run was trained on, one group per data set (for a results header).
+
+    Args:
+        run_dirs: Model name -> its run folder.
+
+    Returns:
+        ``"IBSR18 (…; fingerprint …): all 8 models"``, or one ``data: names`` group each.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, folder in run_dirs.items():
+        record = read_data_record(folder) if folder is not None else None
+        groups.setdefault(describe_record(record), []).append(name)
+    if len(groups) == 1:
+        (data, names), *_ = groups.items()
+        return f"{data}: all {len(names)} models"
+    return "; ".join(f"{data}: {', '.join(names)}" for data, names in groups.items())
+
+
 def code_version(root: str | Path | None = None) -> str:
     """The checkout's commit (``abc1234``, ``+ changes`` when the tree differs), or "unknown"."""
     from ibsr_helpers.data import project_root
@@ -167,7 +196,7 @@ def about(data_root: str | Path | None = None, **extra: str) -> dict[str, str]:
     out.setdefault("date", time.strftime("%Y-%m-%d %H:%M"))
     out["commit"] = code_version()
     out["packages"] = package_versions()
-    out["hardware"] = f"{hw['cpu']}, {hw['cores']} cores; GPU: {hw['gpu']}"
+    out["hardware"] = f"{hw['cpu']} (bf16: {hw['cpu_bf16']}), {hw['cores']} cores; GPU: {hw['gpu']}"
     if data_root is not None:
         try:
             out["data"] = f"{Path(data_root)}: " + describe_record(

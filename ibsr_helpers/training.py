@@ -51,19 +51,26 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ibsr_helpers.augmentation import train_transforms
-from ibsr_helpers.config import DEFAULTS
-from ibsr_helpers.data import Volume, describe_source, load_split
+from ibsr_helpers.data import Volume, describe_source, discover, load_split
 from ibsr_helpers.datasets import EpochSampler, build_train_dataset
 from ibsr_helpers.environment import Precision, choose_precision, get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import Run, predict_volume
+from ibsr_helpers.io import load_nifti
 from ibsr_helpers.layout import TISSUES
 from ibsr_helpers.losses import build_loss
 from ibsr_helpers.metrics import evaluate_segmentation
 from ibsr_helpers.models import build_model_from_config, channels_last_inputs, spatial_dims
+from ibsr_helpers.plan import PLAN, fit_budget, plan_difference, resolve_spacing, steps_for_minutes
 from ibsr_helpers.preprocessing import Prepared, prepare_for
 from ibsr_helpers.profiling import time_train_steps
-from ibsr_helpers.tracking import Tracker, flatten_config
+from ibsr_helpers.provenance import (
+    DATA_RECORD,
+    data_record,
+    describe_record,
+    record_difference,
+)
+from ibsr_helpers.tracking import Tracker
 
 __all__ = [
     "Pipeline",
@@ -73,7 +80,6 @@ __all__ = [
     "adamw",
     "build_pipeline",
     "build_train_step",
-    "config_difference",
     "lr_lambda",
     "run_folder",
     "steps_for_minutes",
@@ -115,18 +121,6 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def steps_for_minutes(minutes: float, epochs: int, step_seconds: float, asked: int) -> int:
-    """Steps per epoch that fit ``minutes`` of training at ``step_seconds`` a step.
-
-    Never more than ``asked`` (a budget only shortens a recipe); from 20 up, rounded down to
-    a multiple of 10, so that re-runs on one machine agree despite timing noise.
-    """
-    fit = int(minutes * 60 / (epochs * step_seconds))
-    if fit >= 20:
-        fit -= fit % 10
-    return max(1, min(asked, fit))
 
 
 # --------------------------------------------------------------------------- the step
@@ -376,27 +370,6 @@ def validate(
     return out
 
 
-def config_difference(asked: dict[str, Any], stored: dict[str, Any]) -> str | None:
-    """The first setting in which a stored run's config differs from the one asked for.
-
-    A setting asked for as ``auto`` matches whatever the run resolved it to, and a setting
-    the run does not record (it was made before the setting existed) matches its default.
-
-    Returns:
-        ``"key: stored value -> asked value"``, or None when they agree.
-    """
-    a, s = flatten_config(asked), flatten_config(stored)
-    defaults = flatten_config(DEFAULTS)
-    for key in [*a, *(k for k in s if k not in a)]:
-        if a.get(key) == "auto" and key in s:
-            continue
-        if key not in s and key in defaults and a.get(key) == defaults[key]:
-            continue
-        if a.get(key) != s.get(key):
-            return f"{key}: {s.get(key, '(not set)')} -> {a.get(key, '(not set)')}"
-    return None
-
-
 def _check_volume_boxes(config: dict[str, Any], volumes: Sequence[Prepared]) -> None:
     """Whole-volume training batches boxes together, and UNETR takes one size only.
 
@@ -442,12 +415,15 @@ class Trainer:
     """One training run, step by step (see the module docstring for the steps).
 
     Args:
-        config: From :func:`ibsr_helpers.config.load_config` (copied; ``data.spacing:
-            auto`` is resolved in the copy).
+        config: From :func:`ibsr_helpers.config.load_config` (never changed: the engine
+            trains its plan, :attr:`config`, see :mod:`ibsr_helpers.plan`).
         data_dir: IBSR18 or demo data folder (needs ``train`` and ``val`` subjects).
         out_dir: The run folder (created).
         resume: Continue from ``out_dir/last.pt``; a finished run returns at once.
         progress: Show tqdm bars.
+        other_data: What to do when ``out_dir`` holds a run trained on other data:
+            ``"refuse"`` (an error naming both) or ``"retrain"`` (move that run aside to
+            ``<out_dir>-<kind>-<fingerprint>``, say so, and train afresh).
     """
 
     def __init__(
@@ -457,10 +433,15 @@ class Trainer:
         out_dir: str | Path,
         resume: bool = False,
         progress: bool = True,
+        other_data: str = "refuse",
     ) -> None:
-        self.config = copy.deepcopy(config)
+        if other_data not in ("refuse", "retrain"):
+            raise IBSRError(f"other_data must be 'refuse' or 'retrain', got {other_data!r}")
+        self.asked = copy.deepcopy(config)
+        self.config = copy.deepcopy(config)  # the plan, once resolved by check_folder
         self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
-        self.resume, self.progress = resume, progress
+        self.resume, self.progress, self.other_data = resume, progress, other_data
+        self.data: dict[str, Any] = {}
         device = get_device(config.get("device"))
         if device.type == "cuda" and "LOCAL_RANK" in os.environ:
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -484,12 +465,23 @@ class Trainer:
 
     # 1 ---------------------------------------------------------------------------------
     def check_folder(self) -> TrainResult | None:
-        """Refuse a folder holding another run; return a finished one (``resume``).
+        """Record the data, plan the run, and check what the run folder already holds.
+
+        The data record (kind, subjects, fingerprint) and ``data.spacing`` need only the
+        files' headers and bytes, not their voxels. A folder holding a run is compared with
+        it: the data first, then the plan (the budget fitted with the stored step time).
+
+        Returns:
+            The finished run's result (``resume``), or None when there is training to do.
 
         Raises:
-            IBSRError: If the folder holds a run and ``resume`` is false, or holds a run
-                made with another config (naming the first differing setting).
+            IBSRError: If the folder holds a run and ``resume`` is false, holds a run trained
+                on other data (``other_data="refuse"``), or one made with another config
+                (naming the first differing setting).
         """
+        self.data = data_record(self.data_dir)
+        headers = [load_nifti(s.image) for s in discover(self.data_dir, ["train"])]
+        self.config = resolve_spacing(self.asked, headers)
         last, stored = self.out_dir / "last.pt", self.out_dir / "config.json"
         if not last.exists():
             return None
@@ -499,19 +491,28 @@ class Trainer:
                 "or choose another --out",
                 self.out_dir,
             )
-        if stored.exists():
-            recorded = json.loads(stored.read_text())
-            if self.config["train"].get("minutes") and recorded["train"].get("minutes"):
-                # compare the budgets, not the steps the run fitted to its budget
-                steps = recorded["train"]["steps_per_epoch"]
-                self.config["train"]["steps_per_epoch"] = steps
-            diff = config_difference(self.config, recorded)
-            if diff is not None:
-                raise IBSRError(
-                    f"run folder holds a run made with another config ({diff}); "
-                    "choose another --out (run folder) or delete this one",
-                    self.out_dir,
-                )
+        record = self.out_dir / DATA_RECORD
+        trained_on = json.loads(record.read_text()) if record.exists() else None
+        other = record_difference(trained_on, self.data)
+        if other is not None:
+            if self.other_data == "retrain":
+                self._set_aside(trained_on, other)
+                return None
+            raise IBSRError(
+                f"run folder holds a run {other}; choose another --out (run folder) "
+                "or delete this one",
+                self.out_dir,
+            )
+        recorded = json.loads(stored.read_text())
+        plan = fit_budget(self.config, recorded.get(PLAN, {}).get("step_seconds"))
+        diff = plan_difference(plan, recorded)
+        if diff is not None:
+            raise IBSRError(
+                f"run folder holds a run made with another config ({diff}); "
+                "choose another --out (run folder) or delete this one",
+                self.out_dir,
+            )
+        self.config = plan
         state = torch.load(last, map_location="cpu", weights_only=True)
         if int(state["epoch"]) + 1 < int(self.config["train"]["epochs"]):
             return None
@@ -524,6 +525,22 @@ class Trainer:
             float(state["best_dice"]),
             int(state["best_epoch"]),
             trained=False,
+        )
+
+    def _set_aside(self, trained_on: dict[str, Any] | None, other: str) -> None:
+        """Move a run trained on other data out of the way (``other_data="retrain"``)."""
+        tag = f"{trained_on['kind']}-{trained_on['fingerprint'][:8]}" if trained_on else "old"
+        target = self.out_dir.with_name(f"{self.out_dir.name}-{tag}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.out_dir.with_name(f"{self.out_dir.name}-{tag}-{n}")
+        if self.main:
+            self.out_dir.rename(target)
+        print(
+            f"note: {self.out_dir} held a run {other}; moved it to {target.name} and training "
+            f"again on {describe_record(self.data)}",
+            flush=True,
         )
 
     # 2 ---------------------------------------------------------------------------------
@@ -560,15 +577,15 @@ class Trainer:
         self.net = net
 
     def fit_to_minutes(self, timed_steps: int = 10, warmup: int = 6) -> None:
-        """Shorten the epochs so that training takes at most ``train.minutes`` here.
+        """Fit the plan's epochs to ``train.minutes`` of training here (:func:`fit_budget`).
 
         Times ``timed_steps`` real training steps (after ``warmup`` untimed ones) on the
         run's own batches, then puts the model's weights and the random state back as they
         were, so a run whose recipe already fits trains exactly as without a budget. When the
-        recipe does not fit, ``train.steps_per_epoch`` becomes what fits
-        (:func:`steps_for_minutes`), recorded in the run's ``config.json``, and the
-        schedule and the sampler are rebuilt for it. Nothing happens without
-        ``train.minutes`` or when resuming (the run keeps the steps it fitted).
+        recipe does not fit, the plan's ``train.steps_per_epoch`` becomes what fits
+        (:func:`steps_for_minutes`), and the schedule and the sampler are rebuilt for it.
+        Nothing happens without ``train.minutes``, or when the plan already has its step
+        time (a resumed run keeps the steps it fitted).
 
         The first steps of a run are slow while oneDNN and the allocator settle: on a
         2-core Xeon with AMX, the 3D patch recipe's steps 3-8 took 0.49 s on average, steps
@@ -577,7 +594,7 @@ class Trainer:
         """
         tcfg = self.config["train"]
         minutes = tcfg.get("minutes")
-        if not minutes or (self.resume and (self.out_dir / "last.pt").exists()):
+        if not minutes or "step_seconds" in self.config.get(PLAN, {}):
             return
         weights = copy.deepcopy(self.model.state_dict())
         rng = torch.get_rng_state(), np.random.get_state()
@@ -598,12 +615,13 @@ class Trainer:
         self.model.load_state_dict(weights)
         torch.set_rng_state(rng[0])
         np.random.set_state(rng[1])
+        if self.world > 1:  # every rank plans with the slowest rank's step time
+            slowest = torch.tensor([step_s], device=self.device)
+            dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+            step_s = float(slowest.item())
         asked, epochs = int(tcfg["steps_per_epoch"]), int(tcfg["epochs"])
-        steps = steps_for_minutes(float(minutes), epochs, step_s, asked)
-        if self.world > 1:  # every rank must take the same number of steps
-            agreed = torch.tensor([steps], device=self.device)
-            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-            steps = int(agreed.item())
+        self.config = fit_budget(self.config, step_s)
+        steps = int(self.config["train"]["steps_per_epoch"])
         self.step_seconds = step_s
         if self.main:
             fits = "fits" if steps == asked else f"does not fit: {epochs} x {steps} steps instead"
@@ -612,7 +630,6 @@ class Trainer:
                 f"({self.step.precision.name}), so {epochs} x {asked} steps "
                 f"(about {epochs * asked * step_s / 60:.0f} min) {fits}"
             )
-        tcfg["steps_per_epoch"] = steps
         # a fresh optimiser and schedule: the timed steps leave no trace
         self.step = build_train_step(self.config, self.model, self.device, self.net)
         if steps != asked:
@@ -724,7 +741,14 @@ class Trainer:
             fig = plot_prediction_overlay(self.val_set[0], self.best_seg)
             fig.savefig(self.out_dir / "val_overlay.png", dpi=100, bbox_inches="tight")
             plt.close(fig)
-        for name in ("best.pt", "curves.png", "val_overlay.png", "config.json", "history.json"):
+        for name in (
+            "best.pt",
+            "curves.png",
+            "val_overlay.png",
+            "config.json",
+            "history.json",
+            DATA_RECORD,
+        ):
             if (self.out_dir / name).exists():
                 tracker.log_artifact(self.out_dir / name)
 
@@ -743,6 +767,7 @@ class Trainer:
             self.fit_to_minutes()
             if self.main:
                 (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
+                (self.out_dir / DATA_RECORD).write_text(json.dumps(self.data, indent=1))
             self.restore()
             tracker = Tracker(
                 self.out_dir,
@@ -754,6 +779,7 @@ class Trainer:
                 run_id=self.run_id,
                 tags={
                     "data": describe_source(self.data_dir),
+                    "data_fingerprint": self.data["fingerprint"],
                     "device": str(self.device),
                     "precision": self.step.precision.name,
                     "seed": str(self.seed),
@@ -810,6 +836,7 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
+    other_data: str = "refuse",
 ) -> TrainResult:
     """Train one model as the config says (all the :class:`Trainer` steps).
 
@@ -820,13 +847,16 @@ def train(
         resume: Continue from ``out_dir/last.pt`` if it exists; a run that already
             finished with this config returns its result at once, without reading data.
         progress: Show tqdm bars.
+        other_data: ``"refuse"`` a folder holding a run trained on other data, or
+            ``"retrain"``: move that run aside, say so, and train afresh (the notebooks).
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
         IBSRError: If the data has no training or validation subjects, or the run folder
-            already holds a run and ``resume`` is false, or holds a run made with another
+            already holds a run and ``resume`` is false, holds a run trained on other data
+            (``other_data="refuse"``), or holds a run made with another
             config (the message names the first differing setting).
     """
-    return Trainer(config, data_dir, out_dir, resume, progress).run()
+    return Trainer(config, data_dir, out_dir, resume, progress, other_data).run()

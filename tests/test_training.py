@@ -181,20 +181,64 @@ def test_resume_refuses_a_folder_made_with_another_config(
     assert named in str(err.value) and str(out) in str(err.value)
 
 
-def test_config_difference_accepts_what_auto_resolved_to():
+def test_plan_difference_compares_resolved_plans():
+    from ibsr_helpers.plan import plan_difference, resolve_spacing
+
+    class Scan:  # anything with an affine: the spacing needs no voxels
+        affine = np.diag([1.0, 1.5, 1.0, 1.0])
+
     asked = {"data": {"spacing": "auto", "plane": "coronal"}, "seed": 0}
-    stored = {"data": {"spacing": [1.0, 1.5, 1.0], "plane": "coronal"}, "seed": 0}
-    assert training.config_difference(asked, stored) is None
-    assert training.config_difference({**asked, "seed": 1}, stored) == "seed: 0 -> 1"
+    plan = resolve_spacing(asked, [Scan()])
+    assert asked["data"]["spacing"] == "auto"  # the caller's config is not rewritten
+    assert plan["data"]["spacing"] == [1.0, 1.5, 1.0]
+    assert plan["plan"]["asked"] == {"data.spacing": "auto"}
+    assert plan_difference(resolve_spacing(asked, [Scan()]), plan) is None
+    assert plan_difference({**plan, "seed": 1}, plan) == "seed: 0 -> 1"
+    # a run made before a setting existed is another run, said so
+    old = {"data": plan["data"], "seed": 0}
+    assert plan_difference(plan, old) == "plan.asked.data.spacing: (not set) -> auto"
 
 
-def test_config_difference_accepts_a_new_setting_at_its_default():
-    """A run made before ``train.val_hd95`` existed is the same run when it is asked at its
-    default (False), and another run when it is asked on."""
-    stored = {"train": {"epochs": 2}}
-    assert training.config_difference({"train": {"epochs": 2, "val_hd95": False}}, stored) is None
-    changed = training.config_difference({"train": {"epochs": 2, "val_hd95": True}}, stored)
-    assert changed == "train.val_hd95: (not set) -> True"
+def _other_data(demo_root: Path, to: Path) -> Path:
+    """A copy of the demo set whose first training image differs in one brain voxel."""
+    import shutil
+
+    import nibabel as nib
+
+    from ibsr_helpers.data import discover
+
+    shutil.copytree(demo_root, to)
+    first = discover(to, ["train"])[0].image
+    img = nib.load(first)
+    voxels = np.asarray(img.dataobj).copy()
+    voxels.flat[int(np.argmax(voxels))] += 1  # inside the brain: the same brain box
+    nib.save(nib.Nifti1Image(voxels, img.affine, img.header), first)
+    return to
+
+
+def test_a_run_is_never_reused_on_other_data(uninterrupted, demo_root, tmp_path, capsys):
+    """The run records its data; resuming it on other data is refused, naming both; the
+    notebooks' ``other_data="retrain"`` moves it aside and trains again."""
+    import shutil
+
+    record = json.loads((uninterrupted.run_dir / "data.json").read_text())
+    assert record["kind"] == "demo" and record["subjects"]["val"]
+    other = _other_data(demo_root, tmp_path / "other-data")
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted.run_dir, out)
+    with pytest.raises(IBSRError) as err:
+        training.train(_config(), other, out, resume=True, progress=False)
+    message = str(err.value)
+    assert f"trained on {record['kind']}" in message and record["fingerprint"] in message
+    assert "the data given is demo" in message and "\n" not in message
+
+    result = training.train(
+        _config(), other, out, resume=True, progress=False, other_data="retrain"
+    )
+    assert result.trained
+    aside = tmp_path / f"run-demo-{record['fingerprint'][:8]}"
+    assert (aside / "best.pt").is_file() and "moved it to" in capsys.readouterr().out
+    assert json.loads((out / "data.json").read_text())["fingerprint"] != record["fingerprint"]
 
 
 def test_overlay_reuses_the_validation_prediction(demo_root, tmp_path, monkeypatch):
@@ -256,9 +300,16 @@ def test_a_tight_budget_shortens_the_epochs_and_resume_keeps_them(
     result = training.train(cfg, demo_root, out, progress=True)
     shown = capsys.readouterr()
     assert "3 x 2 steps instead" in shown.out + shown.err
-    assert json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"] == 2
+    plan = json.loads((out / "config.json").read_text())
+    assert plan["train"]["steps_per_epoch"] == 2 and cfg["train"]["steps_per_epoch"] == 3
+    assert plan["plan"] == {
+        "asked": {"data.spacing": "auto", "train.steps_per_epoch": 3},
+        "step_seconds": 30.0,
+    }
     assert result.history["epoch"] == [0, 1, 2] and len(calls) == 6
-    # resuming with the same budget is the same run; another budget is another run
+    # resuming with the same budget is the same run, planned with the stored step time on
+    # any machine; another budget is another run
+    monkeypatch.setattr(training, "time_train_steps", lambda *a, **k: {"step_s": 0.001})
     again = training.train(cfg, demo_root, out, resume=True, progress=False)
     assert not again.trained
     with pytest.raises(IBSRError, match="train.minutes: 3 -> 4"):
