@@ -75,6 +75,7 @@ def measure(
         model_in_channels,
         spatial_dims,
     )
+    from ibsr_helpers.plan import resolve_spacing
     from ibsr_helpers.preprocessing import prepare_for
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
     from ibsr_helpers.training import build_pipeline, build_train_step
@@ -86,7 +87,9 @@ def measure(
     d, t = cfg["data"], cfg["train"]
     root, _ = resolve_data_dir(data)
     # The engine's own preprocessing, input pipeline, model placement and training step.
-    train_set = prepare_for(cfg, load_split(root, "train", N_TRAIN, progress=False))
+    train_vols = load_split(root, "train", N_TRAIN, progress=False)
+    cfg = resolve_spacing(cfg, train_vols)  # the engine's plan: data.spacing as it trains
+    train_set = prepare_for(cfg, train_vols)
     val_vol = load_split(root, "val", 1, progress=False)[0]
     prepare_for(cfg, [val_vol])
     pipe = build_pipeline(cfg, train_set, device, samples=(steps + 2) * int(t["batch_size"]))
