@@ -483,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"predicted with every run and ensemble in {(time.time() - start) / 60:.1f} min")
     scores = []
     for name in predictors:
-        df = evaluate_folders(folders[name], val, progress=False).assign(name=name)
+        df = evaluate_folders(folders[name], val, progress=False, strict=True).scores
+        df = df.assign(name=name)
         scores.append(df)
         mean = df.groupby("subject")["dice"].mean().mean()
         print(f"{name}: validation mean Dice {mean:.4f}")

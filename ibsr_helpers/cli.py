@@ -8,7 +8,8 @@ Subcommands::
     ibsr-seg predict --run RUN_DIR [--run RUN_DIR ...] --input DIR --out DIR [--tta]
                      [--postprocess mask,largest:WM,min:CSF=20]
     ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv] [--report DIR]
-                      [--postprocess ...]
+                      [--postprocess ...] [--strict]
+    ibsr-seg grade --submissions DIR --gt DIR --out DIR
     ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR] [--sync-repository]
     ibsr-seg report [--reports reports] [--readme README.md] [--images images]
 
@@ -70,11 +71,10 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    import time
-
     from ibsr_helpers.evaluation import (
         evaluate_folders,
         format_summary,
+        report_header,
         results_table,
         write_metrics_csv,
         write_results,
@@ -82,21 +82,37 @@ def _evaluate(args: argparse.Namespace) -> None:
     from ibsr_helpers.postprocessing import PostProcessing
 
     post = PostProcessing.parse(args.postprocess)
-    df = evaluate_folders(args.pred, args.gt, postprocess=post if post.active else None)
+    result = evaluate_folders(
+        args.pred, args.gt, postprocess=post if post.active else None, strict=args.strict
+    )
+    df = result.scores
     if args.out:
         write_metrics_csv(df, args.out)
     print(format_summary(df))
+    for name, text in result.summary_lines().items():
+        print(f"{name}: {text}")
     if args.out:
         print(f"per-subject metrics: {args.out}")
     if args.report:
         name = Path(args.pred).name
-        about = {
-            "command": "ibsr-seg " + " ".join(sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "post-processing": str(post),
-        }
+        extra = {"command": "ibsr-seg " + " ".join(sys.argv[1:]), "post-processing": str(post)}
+        about = {**report_header(args.gt, **extra), **result.summary_lines()}
         paths = write_results(results_table(df.assign(name=name)), args.report, about)
         print(f"results table: {paths[0]} and {paths[1]}")
+
+
+def _grade(args: argparse.Namespace) -> None:
+    from ibsr_helpers.grading import grade, leaderboard_markdown
+
+    grades = grade(
+        args.submissions, args.gt, args.out, command="ibsr-seg " + " ".join(sys.argv[1:])
+    )
+    print(leaderboard_markdown(grades.table))
+    if grades.not_submissions:
+        names = ", ".join(p.name for p in grades.not_submissions)
+        print(f"not graded (not a folder or .zip, or hidden): {names}")
+    board, students = grades.paths[:3], grades.paths[3:]
+    print(f"wrote {', '.join(map(str, board))} and {len(students)} <student>/results.json")
 
 
 def _notebooks(args: argparse.Namespace) -> None:
@@ -171,13 +187,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score predictions against labels")
     p.add_argument("--pred", required=True, help="folder with predictions")
-    p.add_argument("--gt", required=True, help="folder with ID_seg.nii.gz labels")
+    p.add_argument(
+        "--gt", required=True, help="folder with ID_seg.nii.gz labels (each one is graded)"
+    )
     p.add_argument("--out", default=None, help="CSV of per-subject metrics")
     p.add_argument("--report", default=None, help="write results.csv / results.md here")
     p.add_argument(
         "--postprocess", default=None, help="clean-ups applied before scoring (as predict)"
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) if a ground-truth subject has no prediction or a prediction has "
+        "no ground truth (default: a missing one scores Dice 0, an extra one is listed)",
+    )
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("grade", help="grade a class: one folder or .zip of predictions each")
+    p.add_argument(
+        "--submissions", required=True, help="folder of <student>/ folders or <student>.zip"
+    )
+    p.add_argument(
+        "--gt", required=True, help="folder with ID_seg.nii.gz labels (each one is graded)"
+    )
+    p.add_argument(
+        "--out", required=True, help="folder for the leaderboard and <student>/results.json"
+    )
+    p.set_defaults(func=_grade)
 
     p = sub.add_parser("notebooks", help="execute the course notebooks into a report folder")
     p.add_argument("--profile", default="quick", help="quick (CPU) or full (GPU)")

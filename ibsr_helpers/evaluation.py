@@ -1,17 +1,19 @@
-"""Grading: score folders of predictions and trained runs, and tabulate the results.
+"""Scoring folders of predictions and trained runs, and the tables of their results.
 
 :func:`evaluate_folders` is ``ibsr-seg evaluate``: it matches predictions to ground-truth
 labels by subject id, checks their geometry and scores every tissue with
-:mod:`ibsr_helpers.metrics`. :func:`evaluate_runs` scores trained runs and their
-ensembles on loaded volumes (the notebooks' comparisons). The tables
-(:func:`summary_table`, :func:`format_summary`, :func:`dice_table`) are what the README,
-the notebooks and the grading report show.
+:mod:`ibsr_helpers.metrics`; every ground-truth subject counts, a missing prediction as
+Dice 0 (:class:`FolderScores` says which were missing or extra). :func:`evaluate_runs`
+scores trained runs and their ensembles on loaded volumes (the notebooks' comparisons).
+The tables (:func:`summary_table`, :func:`format_summary`, :func:`dice_table`,
+:func:`results_table`) are what the README, the notebooks and the grading report show,
+under :func:`report_header`'s lines saying what made them.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -21,17 +23,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.io import read_labels, read_volume
+from ibsr_helpers.io import load_nifti, read_labels, read_volume
 from ibsr_helpers.layout import TISSUES, nifti_files, parse_nifti_name
-from ibsr_helpers.metrics import METRICS, evaluate_segmentation
+from ibsr_helpers.metrics import METRICS, evaluate_segmentation, missing_scores
 
 if TYPE_CHECKING:
+    import nibabel as nib
+
     from ibsr_helpers.data import Volume
     from ibsr_helpers.inference import Run
     from ibsr_helpers.postprocessing import PostProcessing
 
 __all__ = [
+    "FolderScores",
     "evaluate_folders",
+    "report_header",
     "evaluate_runs",
     "summary_table",
     "format_summary",
@@ -48,20 +54,119 @@ _HEADINGS: dict[str, str] = {"dice": "Dice", "hd": "HD (mm)", "hd95": "HD95 (mm)
 _DECIMALS: dict[str, int] = {"dice": 3, "hd": 2, "hd95": 2, "avd": 2}
 
 
-def _find(folder: Path, kind: str = "any") -> dict[str, Path]:
-    """Map subject id -> NIfTI file (``kind``: labels, images or any) at any depth."""
-    found: dict[str, Path] = {}
+def _files_by_subject(folder: Path, kind: str = "any") -> tuple[dict[str, list[Path]], list[Path]]:
+    """Subject id -> its NIfTI files at any depth, and the NIfTI files named for no subject.
+
+    ``kind``: ``labels`` (``ID_seg.nii.gz``), ``images`` (``ID.nii.gz``) or ``any``.
+    """
+    found: dict[str, list[Path]] = {}
+    unnamed: list[Path] = []
     for path in nifti_files(folder):
+        if not path.is_file():
+            continue
         parsed = parse_nifti_name(path)
-        if parsed is None or not path.is_file():
-            continue
-        if (kind == "labels" and not parsed[1]) or (kind == "images" and parsed[1]):
-            continue
-        sid = parsed[0]
-        if sid in found:
-            raise IBSRError(f"two files for subject {sid} (the other is {found[sid]})", path)
-        found[sid] = path
-    return found
+        if parsed is None:
+            unnamed.append(path)
+        elif kind == "any" or (kind == "labels") == parsed[1]:
+            found.setdefault(parsed[0], []).append(path)
+    return found, unnamed
+
+
+def _two_files(sid: str, paths: Sequence[Path], folder: Path) -> str:
+    """The one message for a subject with several files (each named, relative to ``folder``)."""
+    names = [str(p.relative_to(folder)) for p in paths]
+    return f"two files for subject {sid}: {' and '.join(names)} (keep one)"
+
+
+def _find(folder: Path, kind: str = "any") -> dict[str, Path]:
+    """Map subject id -> NIfTI file (``kind``: labels, images or any) at any depth.
+
+    Raises:
+        IBSRError: If a subject has two files; the message names both.
+    """
+    found, _ = _files_by_subject(folder, kind)
+    for sid, paths in found.items():
+        if len(paths) > 1:
+            raise IBSRError(_two_files(sid, paths, folder), folder)
+    return {sid: paths[0] for sid, paths in found.items()}
+
+
+@dataclass(frozen=True)
+class FolderScores:
+    """A folder of predictions scored on every ground-truth subject.
+
+    Attributes:
+        scores: One row per ground-truth subject and tissue, sorted by subject then
+            tissue: ``subject, tissue, dice, hd, hd95, avd, status``. ``status`` is
+            ``scored``, ``missing`` (no prediction) or ``bad`` (a prediction that could
+            not be scored, see ``bad``); missing and bad subjects get
+            :func:`~ibsr_helpers.metrics.missing_scores` (Dice 0, the worst HD, HD95, AVD),
+            so every mean is over all ground-truth subjects.
+        missing: Ground-truth subjects without a prediction file, sorted.
+        extra: Prediction files not scored, relative to the predictions folder: their
+            subject has no ground truth, or their name is not ``ID[_seg].nii[.gz]``.
+        bad: Subject -> why its prediction could not be scored (``keep_going`` only).
+    """
+
+    scores: pd.DataFrame
+    missing: list[str]
+    extra: list[Path]
+    bad: dict[str, str]
+
+    @property
+    def subjects(self) -> list[str]:
+        """Every ground-truth subject, sorted."""
+        return list(dict.fromkeys(self.scores["subject"]))
+
+    def summary_lines(self) -> dict[str, str]:
+        """What did not match, as ``name -> text`` (for the terminal and a report's header)."""
+        out = {
+            "missing predictions": _missing_text(self.missing, len(self.subjects)),
+            "extra predictions": _extra_text(self.extra),
+        }
+        if self.bad:
+            out["unusable predictions (scored Dice 0)"] = "; ".join(
+                f"{sid}: {problem}" for sid, problem in self.bad.items()
+            )
+        return out
+
+
+def _missing_text(missing: Sequence[str], total: int) -> str:
+    if not missing:
+        return f"none (all {total} ground-truth subjects predicted)"
+    return (
+        f"{', '.join(missing)} ({len(missing)} of {total} ground-truth subjects; each scored "
+        "Dice 0 with the worst HD, HD95 and AVD)"
+    )
+
+
+def _extra_text(extra: Sequence[Path]) -> str:
+    if not extra:
+        return "none"
+    names = ", ".join(str(p) for p in extra)
+    return f"{names} ({len(extra)} file(s) with no ground truth, not scored)"
+
+
+def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """A volume's voxel size in mm."""
+    x, y, z = (float(v) for v in img.header.get_zooms()[:3])
+    return x, y, z
+
+
+def _read_prediction(
+    path: Path, gt_shape: tuple[int, ...], gt_img: nib.Nifti1Image, gt_path: Path
+) -> np.ndarray:
+    """Read a prediction and check its labels, shape and affine against the ground truth."""
+    pred, pred_img = read_labels(path)
+    if pred.shape != gt_shape:
+        raise IBSRError(
+            f"prediction shape {pred.shape} does not match the ground truth {gt_shape} "
+            f"of {gt_path}",
+            path,
+        )
+    if not np.allclose(pred_img.affine, gt_img.affine, atol=1e-4):
+        raise IBSRError(f"prediction affine does not match the ground truth's ({gt_path})", path)
+    return pred
 
 
 def evaluate_folders(
@@ -69,14 +174,17 @@ def evaluate_folders(
     gt_dir: str | Path,
     progress: bool = True,
     postprocess: PostProcessing | None = None,
-) -> pd.DataFrame:
-    """Score every prediction in a folder against the matching ground truth.
+    strict: bool = False,
+    keep_going: bool = False,
+) -> FolderScores:
+    """Score a folder of predictions on every ground-truth subject.
 
     Files are matched by subject id at any depth. In ``gt_dir`` only label files
     ``ID_seg.nii.gz`` (or ``.nii``) count, so a course data folder, which also holds the
-    images ``ID.nii.gz``, can be given as is. In ``pred_dir`` ``ID_seg.nii.gz`` and
-    ``ID.nii.gz`` are both accepted. Ground-truth subjects without a prediction are
-    left out of the table.
+    images ``ID.nii.gz``, can be given as is; every label under it is a subject to
+    predict (give a split folder, e.g. ``Validation_Set``, to grade one split). In
+    ``pred_dir`` ``ID_seg.nii.gz`` and ``ID.nii.gz`` are both accepted. A ground-truth
+    subject without a prediction is scored as missing (Dice 0), never left out.
 
     Args:
         pred_dir: Folder of predicted label volumes.
@@ -84,69 +192,97 @@ def evaluate_folders(
         progress: Show a tqdm bar.
         postprocess: Clean-ups applied to each prediction before scoring (``mask`` reads
             the image ``ID.nii.gz`` from ``gt_dir``).
+        strict: Refuse a folder with a missing prediction or a prediction without
+            ground truth.
+        keep_going: Record a prediction that cannot be scored (two files for a subject,
+            unreadable, wrong shape, affine or label values) in ``bad`` and score it as
+            missing, instead of raising; a folder where nothing matches is then all
+            missing. For grading a class.
 
     Returns:
-        One row per subject and tissue, columns ``subject, tissue, dice, hd, hd95, avd``,
-        sorted by subject then tissue (CSF, GM, WM).
+        The scores, and the missing, extra and bad predictions.
 
     Raises:
-        IBSRError: If a folder is missing, no prediction matches a ground truth, a
-            subject has two files, a prediction's shape or affine differs from its
-            ground truth's, or a file holds values outside 0..3. The message names the
-            file (or ``pred_dir``).
+        IBSRError: If a folder is missing or ``gt_dir`` holds no label; with ``strict``,
+            if a prediction is missing or extra; unless ``keep_going``, if no
+            prediction matches a ground truth, a subject has two files (the message
+            names both), a prediction's shape or affine differs from its ground
+            truth's, or a file holds values outside 0..3. The message names the file
+            (or ``pred_dir``).
     """
     pred_dir, gt_dir = Path(pred_dir).expanduser(), Path(gt_dir).expanduser()
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise IBSRError("folder not found", folder)
     gts = _find(gt_dir, "labels")
-    preds = _find(pred_dir)
-    images = _find(gt_dir, "images") if postprocess is not None and postprocess.mask else {}
-    pairs = []
-    for sid, path in preds.items():
-        if sid in gts:
-            pairs.append((sid, path, gts[sid]))
-        else:
-            warnings.warn(
-                f"{path}: no ground truth {sid}_seg.nii.gz under {gt_dir}, skipped", stacklevel=2
-            )
-    if not pairs:
+    if not gts:
+        raise IBSRError("no ground-truth label (ID_seg.nii.gz) found", gt_dir)
+    found, unnamed = _files_by_subject(pred_dir)
+    extra = sorted(
+        p.relative_to(pred_dir)
+        for p in [*unnamed, *(p for sid, ps in found.items() if sid not in gts for p in ps)]
+    )
+    missing = sorted(set(gts) - set(found))
+    if strict and (missing or extra):
         raise IBSRError(
-            f"no prediction (ID_seg.nii.gz or ID.nii.gz, e.g. IBSR_11_seg.nii.gz) matches a "
-            f"ground-truth label under {gt_dir} ({len(preds)} prediction(s), "
-            f"{len(gts)} label(s) found)",
+            f"strict grading: {len(missing)} of {len(gts)} ground-truth subjects without a "
+            f"prediction ({', '.join(missing) or 'none'}), {len(extra)} prediction file(s) "
+            f"without ground truth ({', '.join(map(str, extra)) or 'none'})",
             pred_dir,
         )
+    bad: dict[str, str] = {}
+    preds: dict[str, Path] = {}
+    for sid, paths in found.items():
+        if sid not in gts:
+            continue
+        if len(paths) > 1:
+            if not keep_going:
+                raise IBSRError(_two_files(sid, paths, pred_dir), pred_dir)
+            bad[sid] = _two_files(sid, paths, pred_dir)
+        else:
+            preds[sid] = paths[0]
+    if not preds and not keep_going:
+        raise IBSRError(
+            f"no prediction (ID_seg.nii.gz or ID.nii.gz, e.g. IBSR_11_seg.nii.gz) matches a "
+            f"ground-truth label under {gt_dir} ({len(extra)} NIfTI file(s) found, none for "
+            f"those {len(gts)} subjects)",
+            pred_dir,
+        )
+    images = _find(gt_dir, "images") if postprocess is not None and postprocess.mask else {}
     rows = []
-    for sid, pred_path, gt_path in tqdm(
-        pairs, desc="evaluating", unit="subject", disable=not progress, leave=False
+    for sid in tqdm(
+        sorted(gts), desc="evaluating", unit="subject", disable=not progress, leave=False
     ):
-        gt, gt_img = read_labels(gt_path)
-        pred, pred_img = read_labels(pred_path)
-        if pred.shape != gt.shape:
-            raise IBSRError(
-                f"prediction shape {pred.shape} does not match the ground truth {gt.shape} "
-                f"of {gt_path}",
-                pred_path,
-            )
-        if not np.allclose(pred_img.affine, gt_img.affine, atol=1e-4):
-            raise IBSRError(
-                f"prediction affine does not match the ground truth's ({gt_path})", pred_path
-            )
-        if postprocess is not None and postprocess.active:
-            scan = None
-            if postprocess.mask:
-                if sid not in images:
-                    raise IBSRError(
-                        f"post-processing 'mask' needs the image {sid}.nii.gz beside the labels",
-                        gt_dir,
-                    )
-                scan = SimpleNamespace(image=read_volume(images[sid])[0])
-            pred = postprocess(pred, scan)
-        spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
-        scores = evaluate_segmentation(pred, gt, spacing, hd=True)
-        rows += [{"subject": sid, "tissue": t, **scores[t]} for t in TISSUES]
-    return pd.DataFrame(rows, columns=["subject", "tissue", *METRICS])
+        gt_path, scores, status = gts[sid], None, "missing" if sid not in bad else "bad"
+        if sid in preds:
+            gt, gt_img = read_labels(gt_path)
+            try:
+                pred = _read_prediction(preds[sid], gt.shape, gt_img, gt_path)
+            except IBSRError as exc:
+                if not keep_going:
+                    raise
+                bad[sid] = f"{preds[sid].relative_to(pred_dir)}: {exc.problem}"
+                status = "bad"
+            else:
+                if postprocess is not None and postprocess.active:
+                    scan = None
+                    if postprocess.mask:
+                        if sid not in images:
+                            raise IBSRError(
+                                f"post-processing 'mask' needs the image {sid}.nii.gz beside "
+                                "the labels",
+                                gt_dir,
+                            )
+                        scan = SimpleNamespace(image=read_volume(images[sid])[0])
+                    pred = postprocess(pred, scan)
+                scores = evaluate_segmentation(pred, gt, _spacing(gt_img), hd=True)
+                status = "scored"
+        if scores is None:
+            gt_img = load_nifti(gt_path)
+            scores = missing_scores(tuple(gt_img.shape[:3]), _spacing(gt_img))
+        rows += [{"subject": sid, "tissue": t, **scores[t], "status": status} for t in TISSUES]
+    table = pd.DataFrame(rows, columns=["subject", "tissue", *METRICS, "status"])
+    return FolderScores(table, missing, extra, dict(sorted(bad.items())))
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +293,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     single subject.
 
     Args:
-        df: Per-subject rows as from :func:`evaluate_folders` (columns ``subject``,
+        df: Per-subject rows as the ``scores`` of :func:`evaluate_folders` (columns ``subject``,
             ``tissue`` and any of ``dice, hd, hd95, avd``).
 
     Returns:
@@ -185,10 +321,11 @@ def format_summary(df: pd.DataFrame) -> str:
     """Format a ``mean ± sd`` table: one row per tissue, plus the mean over tissues.
 
     Args:
-        df: Per-subject rows as from :func:`evaluate_folders`.
+        df: Per-subject rows as the ``scores`` of :func:`evaluate_folders`.
 
     Returns:
-        A multi-line string with columns Dice, HD (mm), HD95 (mm), AVD (%).
+        A multi-line string with columns Dice, HD (mm), HD95 (mm), AVD (%); its last line
+        counts the subjects, and those scored without a usable prediction.
     """
     table = summary_table(df)
     metrics = [m for m in METRICS if f"{m}_mean" in table.columns]
@@ -210,14 +347,19 @@ def format_summary(df: pd.DataFrame) -> str:
     ]
     n = int(table["n"].iloc[-1]) if len(table) else 0
     text.insert(1, "-" * len(text[0]))
-    return "\n".join([*text, f"({n} subject{'s' if n != 1 else ''}; mean ± sd)"])
+    note = f"{n} subject{'s' if n != 1 else ''}"
+    if "status" in df.columns:
+        unscored = df.loc[df["status"] != "scored", "subject"].nunique()
+        if unscored:
+            note += f", {unscored} without a usable prediction scored Dice 0"
+    return "\n".join([*text, f"({note}; mean ± sd)"])
 
 
 def write_metrics_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a metrics table to CSV, creating the parent folder.
 
     Args:
-        df: A table such as the output of :func:`evaluate_folders` (written without
+        df: A table such as the ``scores`` of :func:`evaluate_folders` (written without
             its row numbers) or :func:`summary_table` (written with its ``tissue`` index).
         path: Where to write.
 
@@ -411,8 +553,8 @@ def results_table(scores: pd.DataFrame, by: str = "name") -> pd.DataFrame:
 
     Args:
         scores: Rows ``by, subject, tissue, dice[, hd, hd95], avd`` (from
-            :func:`evaluate_runs` with ``hd=True``, or :func:`evaluate_folders` with a
-            ``by`` column added).
+            :func:`evaluate_runs` with ``hd=True``, or the ``scores`` of
+            :func:`evaluate_folders` with a ``by`` column added).
         by: The column naming the predictors (rows keep their first-seen order).
 
     Returns:
@@ -482,3 +624,38 @@ def write_results(
     md = folder / "results.md"
     md.write_text(text)
     return csv, md
+
+
+def report_header(gt_dir: str | Path, **extra: str) -> dict[str, str]:
+    """The header lines of a table graded against ``gt_dir``: what made it, and the truth.
+
+    :func:`ibsr_helpers.provenance.about` (date, commit, package versions, hardware and,
+    when ``gt_dir`` is a data folder, its data record), then a ``ground truth`` line: the
+    label files graded against and their fingerprint.
+
+    Args:
+        gt_dir: The ground-truth folder, as given to :func:`evaluate_folders`.
+        **extra: More lines, first (e.g. ``command``).
+
+    Returns:
+        Name -> value, for :func:`write_results`.
+
+    Raises:
+        IBSRError: If ``gt_dir`` holds two labels for one subject.
+    """
+    from ibsr_helpers.data import discover
+    from ibsr_helpers.provenance import about, fingerprint_files
+
+    gt_dir = Path(gt_dir).expanduser()
+    try:
+        discover(gt_dir)
+        data_root: Path | None = gt_dir
+    except IBSRError:  # a folder of labels, not a data folder: no data record
+        data_root = None
+    labels = _find(gt_dir, "labels") if gt_dir.is_dir() else {}
+    out = about(data_root=data_root, **extra)
+    out["ground truth"] = (
+        f"{gt_dir}: {len(labels)} label file(s) ({', '.join(sorted(labels))}); fingerprint "
+        f"{fingerprint_files(labels.values(), root=gt_dir)}"
+    )
+    return out

@@ -24,6 +24,10 @@ Empty-mask policy (no metric is ever NaN or infinite):
   (``sqrt(sum((shape * spacing) ** 2))``, the largest distance possible), AVD 100
   (also when G is empty and the formula would divide by zero).
 
+A subject with no usable prediction (no file, or a file that cannot be scored) gets
+:func:`missing_scores`: Dice 0 and the worst HD, HD95 and AVD, what an empty prediction
+scores against a present tissue, so a missing file never scores better than a poor one.
+
 Example:
     >>> from ibsr_helpers import metrics
     >>> scores = metrics.evaluate_segmentation(pred, label, spacing=(0.94, 1.5, 0.94))
@@ -51,6 +55,7 @@ __all__ = [
     "distance_to",
     "avd",
     "evaluate_segmentation",
+    "missing_scores",
     "mean_dice",
 ]
 
@@ -246,6 +251,21 @@ def evaluate_segmentation(
         row["avd"] = avd(p, g)
         scores[tissue] = row
     return scores
+
+
+def missing_scores(shape: Sequence[int], spacing: Sequence[float]) -> dict[str, dict[str, float]]:
+    """The scores of a subject with no usable prediction: the worst value of each metric.
+
+    Args:
+        shape: The ground truth's ``(X, Y, Z)`` shape.
+        spacing: Its voxel size in mm.
+
+    Returns:
+        As :func:`evaluate_segmentation`: for every tissue Dice 0, HD = HD95 = the
+        volume's diagonal in mm, AVD 100.
+    """
+    diagonal = _diagonal(tuple(shape), check_spacing(spacing, len(shape)))
+    return {t: {"dice": 0.0, "hd": diagonal, "hd95": diagonal, "avd": 100.0} for t in TISSUES}
 
 
 def mean_dice(metrics: dict[str, dict[str, float]]) -> float:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,6 +29,11 @@ def _label_copy(root: Path, dest: Path, split: str = "val") -> list[str]:
     return ids
 
 
+def _val_dir(root: Path) -> Path:
+    """The validation split's folder (every label under --gt is a subject to predict)."""
+    return discover(root, splits=["val"])[0].label.parents[1]
+
+
 def test_evaluate_identical_labels(data_root, tmp_path):
     ids = _label_copy(data_root, tmp_path / "pred")
     r = ibsr_seg(
@@ -33,7 +41,7 @@ def test_evaluate_identical_labels(data_root, tmp_path):
         "--pred",
         str(tmp_path / "pred"),
         "--gt",
-        str(data_root),
+        str(_val_dir(data_root)),
         "--out",
         str(tmp_path / "m.csv"),
     )
@@ -41,8 +49,34 @@ def test_evaluate_identical_labels(data_root, tmp_path):
     df = pd.read_csv(tmp_path / "m.csv")
     assert sorted(df.subject.unique()) == sorted(ids)
     assert (df.dice == 1).all() and (df.hd == 0).all() and (df.hd95 == 0).all()
-    assert (df.avd == 0).all()
+    assert (df.avd == 0).all() and (df.status == "scored").all()
     assert "CSF" in r.stdout and "±" in r.stdout
+    assert "missing predictions: none" in r.stdout and "extra predictions: none" in r.stdout
+
+
+def test_evaluate_counts_missing_subjects_and_strict_refuses(any_root, tmp_path):
+    """Predictions for 1 of 3 subjects: the mean is over all 3, the rest are named."""
+    subjects = discover(any_root, splits=["train", "val"])[:3]
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for s in subjects:
+        (gt / s.id).mkdir(parents=True)
+        (gt / s.id / s.label.name).symlink_to(s.label)
+    pred.mkdir()
+    (pred / subjects[0].label.name).symlink_to(subjects[0].label)
+    (pred / "notes.nii.gz").symlink_to(subjects[0].label)  # not a subject's name: extra
+    args = ["evaluate", "--pred", str(pred), "--gt", str(gt)]
+    r = ibsr_seg(*args, "--out", str(tmp_path / "m.csv"))
+    assert r.returncode == 0, r.stderr
+    missing = f"{subjects[1].id}, {subjects[2].id} (2 of 3 ground-truth subjects"
+    assert f"missing predictions: {missing}" in r.stdout
+    assert "extra predictions: notes.nii.gz (1 file(s)" in r.stdout
+    assert "(3 subjects, 2 without a usable prediction scored Dice 0; mean ± sd)" in r.stdout
+    df = pd.read_csv(tmp_path / "m.csv")
+    assert df.groupby("subject").dice.mean().mean() == pytest.approx(1 / 3)
+    r = ibsr_seg(*args, "--strict")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("ibsr-seg: error:") and subjects[2].id in r.stderr
+    assert "notes.nii.gz" in r.stderr
 
 
 def test_corrupt_prediction_one_line_error(any_root, tmp_path):
@@ -83,14 +117,18 @@ def test_demo_data_command(tmp_path):
     assert {s.split for s in discover(tmp_path / "demo")} == {"train", "val", "test"}
 
 
-def test_evaluate_writes_the_report_and_applies_postprocessing(any_root, tmp_path):
+def test_evaluate_report_records_provenance_and_applies_postprocessing(any_root, tmp_path):
     ids = _label_copy(any_root, tmp_path / "pred")
     report = tmp_path / "report"
-    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(any_root)]
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(_val_dir(any_root))]
     r = ibsr_seg(*args, "--report", str(report), "--postprocess", "mask")
     assert r.returncode == 0, r.stderr
     text = (report / "results.md").read_text()
     assert "post-processing**: mask" in text and "ibsr-seg evaluate" in text
+    for line in ("commit", "packages", "hardware", "data", "ground truth"):
+        assert f"- **{line}**: " in text, line
+    assert text.count("fingerprint") == 2  # the data record's and the ground truth's
+    assert "- **missing predictions**: none" in text
     table = pd.read_csv(report / "results.csv", index_col=0)
     assert table.loc["pred", "subjects"] == len(ids)
     # the labels hold voxels where the skull-stripped image is 0: masking them costs Dice
@@ -103,3 +141,53 @@ def test_bad_postprocessing_is_one_line(tmp_path):
     )
     assert r.returncode == 2 and "unknown post-processing 'blur'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- grade
+
+
+def _tiny(path: Path, labels: np.ndarray, affine: np.ndarray | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(
+        nib.Nifti1Image(labels.astype(np.uint8), np.eye(4) if affine is None else affine), path
+    )
+
+
+def test_grade_command_over_three_students(tmp_path):
+    """A complete student, one missing a subject (a zip), one with a bad geometry file."""
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    truth = {f"IBSR_{i:02d}": rng.integers(0, 4, (8, 8, 8)) for i in (11, 12, 13)}
+    for sid, labels in truth.items():
+        _tiny(tmp_path / "gt" / sid / f"{sid}_seg.nii.gz", labels)
+    subs = tmp_path / "subs"
+    for sid, labels in truth.items():
+        _tiny(subs / "alice" / f"{sid}_seg.nii.gz", labels)
+        shifted = np.eye(4)
+        shifted[0, 3] = 5.0 if sid == "IBSR_12" else 0.0
+        _tiny(subs / "carol" / f"{sid}_seg.nii.gz", labels, shifted)
+    with zipfile.ZipFile(subs / "bob.zip", "w") as archive:
+        for sid in ("IBSR_11", "IBSR_12"):
+            archive.write(subs / "alice" / f"{sid}_seg.nii.gz", f"preds/{sid}_seg.nii.gz")
+    (subs / "roster.txt").write_text("alice bob carol")
+    out = tmp_path / "grades"
+    r = ibsr_seg(
+        "grade", "--submissions", str(subs), "--gt", str(tmp_path / "gt"), "--out", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    assert "not graded (not a folder or .zip, or hidden): roster.txt" in r.stdout
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    assert list(board["student"]) == ["alice", "bob", "carol"]
+    assert list(board["rank"]) == [1, 2, 2]  # bob and carol both lose one subject of three
+    assert board["mean Dice"].tolist() == pytest.approx([1.0, 2 / 3, 2 / 3])
+    assert list(board["missing"]) == ["", "IBSR_13", ""]
+    assert board.loc[2, "bad"].startswith("IBSR_12: IBSR_12_seg.nii.gz: prediction affine")
+    assert list(board["scored"]) == ["3/3", "2/3", "2/3"]
+    md = (out / "leaderboard.md").read_text()
+    assert "- **commit**: " in md and "- **ground truth**: " in md and "| alice " in md
+    assert "<table" in (out / "leaderboard.html").read_text()
+    bob = json.loads((out / "bob" / "results.json").read_text())
+    assert bob["score"] == pytest.approx(200 / 3, abs=0.01)
+    assert [t["status"] for t in bob["tests"]] == ["passed", "passed", "failed"]
+    assert sum(t["max_score"] for t in bob["tests"]) == pytest.approx(100, abs=0.01)

@@ -81,11 +81,16 @@ def test_predict_ensemble_and_evaluate_keep_every_files_geometry(runs, any_root,
         for code in ("sform_code", "qform_code"):
             assert int(out.header[code]) == int(image.header[code])
         assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1, 2, 3}
+    gt = tmp_path / "gt"  # the two subjects' labels: every label under --gt is graded
+    for s in val[:2]:
+        (gt / s.id).mkdir(parents=True)
+        (gt / s.id / s.label.name).symlink_to(s.label)
     csv = tmp_path / "metrics.csv"
-    r = ibsr_seg("evaluate", "--pred", str(pred), "--gt", str(any_root), "--out", str(csv))
+    r = ibsr_seg("evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(csv))
     df = pd.read_csv(csv)
     assert sorted(df["subject"].unique()) == [s.id for s in val[:2]]
     assert {"dice", "hd", "hd95", "avd"} <= set(df.columns) and df["dice"].between(0, 1).all()
+    assert (df["status"] == "scored").all() and "missing predictions: none" in r.stdout
     assert "±" in r.stdout
 
 

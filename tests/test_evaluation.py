@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -65,8 +68,11 @@ def folders(tmp_path):
 
 def test_evaluate_folders_matches_by_id_at_any_depth(folders):
     gt_dir, pred_dir, gts, pred2 = folders
-    df = E.evaluate_folders(pred_dir, gt_dir, progress=False)
-    assert list(df.columns) == ["subject", "tissue", "dice", "hd", "hd95", "avd"]
+    result = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert result.missing == [] and result.extra == [] and result.bad == {}
+    df = result.scores
+    assert list(df.columns) == ["subject", "tissue", "dice", "hd", "hd95", "avd", "status"]
+    assert (df["status"] == "scored").all()
     assert list(df["subject"]) == ["DEMO_01"] * 3 + ["DEMO_02"] * 3
     assert list(df["tissue"]) == list(data.TISSUES) * 2
     assert (df.loc[df.subject == "DEMO_01", ["dice"]] == 1.0).all().all()
@@ -87,16 +93,90 @@ def test_evaluate_folders_through_linked_folders(folders, tmp_path):
     for sid in ("DEMO_01", "DEMO_02"):
         source = gt_dir / "TrainingValidationTestSets" / "Validation_Set" / sid
         (picked / sid).symlink_to(source, target_is_directory=True)
-    df = E.evaluate_folders(pred_dir, picked, progress=False)
+    df = E.evaluate_folders(pred_dir, picked, progress=False).scores
     assert list(df["subject"].unique()) == ["DEMO_01", "DEMO_02"]
 
 
-def test_evaluate_folders_skips_prediction_without_ground_truth(folders):
+def _diagonal() -> float:
+    """The largest distance in the volume (mm): a missing subject's HD and HD95."""
+    return math.sqrt(sum((n * s) ** 2 for n, s in zip(SHAPE, SPACING, strict=True)))
+
+
+def test_predictions_without_ground_truth_are_listed_not_scored(folders):
     gt_dir, pred_dir, gts, _ = folders
     save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_03.nii.gz")
-    with pytest.warns(UserWarning, match="DEMO_03"):
-        df = E.evaluate_folders(pred_dir, gt_dir, progress=False)
-    assert set(df["subject"]) == {"DEMO_01", "DEMO_02"}
+    save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "sub" / "final.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said in the result, not as a warning
+        result = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert result.extra == [Path("DEMO_03.nii.gz"), Path("sub/final.nii.gz")]
+    assert set(result.scores["subject"]) == {"DEMO_01", "DEMO_02"}
+    assert (
+        "DEMO_03.nii.gz, sub/final.nii.gz (2 file(s)" in result.summary_lines()["extra predictions"]
+    )
+
+
+def test_missing_prediction_counts_as_dice_0_in_every_mean(folders):
+    gt_dir, pred_dir, _, _ = folders
+    shutil.rmtree(pred_dir / "run")  # DEMO_02's prediction
+    result = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert result.missing == ["DEMO_02"]
+    df = result.scores
+    assert list(df["subject"]) == ["DEMO_01"] * 3 + ["DEMO_02"] * 3
+    gone = df[df["subject"] == "DEMO_02"]
+    assert (gone["status"] == "missing").all() and (gone["dice"] == 0).all()
+    assert gone["hd"].to_numpy() == pytest.approx([_diagonal()] * 3)
+    assert gone["hd95"].to_numpy() == pytest.approx([_diagonal()] * 3)
+    assert (gone["avd"] == 100).all()
+    assert E.summary_table(df).loc["mean", "dice_mean"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert "(2 subjects, 1 without a usable prediction scored Dice 0" in E.format_summary(df)
+    assert result.summary_lines()["missing predictions"].startswith("DEMO_02 (1 of 2")
+    table = E.results_table(df.assign(name="p"))
+    assert table.loc["p", "mean Dice"] == pytest.approx(0.5) and table.loc["p", "subjects"] == 2
+
+
+def test_strict_refuses_missing_or_extra_predictions(folders):
+    gt_dir, pred_dir, gts, _ = folders
+    assert E.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True).missing == []
+    extra = pred_dir / "DEMO_07_seg.nii.gz"
+    save_segmentation(gts["DEMO_01"], _reference_image(), extra)
+    with pytest.raises(IBSRError, match=r"0 of 2 .*1 prediction file\(s\) .*DEMO_07_seg"):
+        E.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True)
+    extra.unlink()
+    (pred_dir / "DEMO_01_seg.nii.gz").unlink()
+    with pytest.raises(IBSRError, match=r"1 of 2 ground-truth subjects .*\(DEMO_01\)") as info:
+        E.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True)
+    assert str(pred_dir) in str(info.value)
+
+
+def test_keep_going_records_bad_predictions_as_dice_0(folders):
+    """Grading a class: a bad file is recorded for its subject, not raised."""
+    gt_dir, pred_dir, gts, _ = folders
+    wrong = np.diag([*SPACING, 1.0])  # another origin
+    save_segmentation(gts["DEMO_01"], _reference_image(wrong), pred_dir / "DEMO_01_seg.nii.gz")
+    save_segmentation(gts["DEMO_02"], _reference_image(), pred_dir / "DEMO_02_seg.nii.gz")
+    result = E.evaluate_folders(pred_dir, gt_dir, progress=False, keep_going=True)
+    assert list(result.bad) == ["DEMO_01", "DEMO_02"]
+    assert result.bad["DEMO_01"].startswith("DEMO_01_seg.nii.gz: prediction affine")
+    assert result.bad["DEMO_02"] == (
+        "two files for subject DEMO_02: DEMO_02_seg.nii.gz and run/best/DEMO_02.nii (keep one)"
+    )
+    assert (result.scores["status"] == "bad").all() and (result.scores["dice"] == 0).all()
+    assert result.missing == []
+    bad_labels = gts["DEMO_01"].copy()
+    bad_labels[5, 5, 5] = 5
+    save_segmentation(bad_labels, _reference_image(), pred_dir / "DEMO_01_seg.nii.gz")
+    result = E.evaluate_folders(pred_dir, gt_dir, progress=False, keep_going=True)
+    assert "label values [5] outside 0-3" in result.bad["DEMO_01"]
+
+
+def test_keep_going_grades_an_empty_folder_as_all_missing(folders, tmp_path):
+    gt_dir, _, _, _ = folders
+    (tmp_path / "empty").mkdir()
+    result = E.evaluate_folders(tmp_path / "empty", gt_dir, progress=False, keep_going=True)
+    assert result.missing == ["DEMO_01", "DEMO_02"] and (result.scores["dice"] == 0).all()
+    with pytest.raises(IBSRError, match="no prediction"):
+        E.evaluate_folders(tmp_path / "empty", gt_dir, progress=False)
 
 
 def test_evaluate_folders_geometry_mismatch_names_the_file(folders):
@@ -130,7 +210,7 @@ def test_evaluate_folders_without_any_match_names_pred_dir(tmp_path, folders):
     empty = tmp_path / "nothing_here"
     save_segmentation(gts["DEMO_01"], _reference_image(), empty / "IBSR_99_seg.nii.gz")
     save_segmentation(gts["DEMO_01"], _reference_image(), empty / "prediction.nii.gz")
-    with pytest.warns(UserWarning, match="IBSR_99"), pytest.raises(IBSRError) as info:
+    with pytest.raises(IBSRError, match="2 NIfTI file") as info:
         E.evaluate_folders(empty, gt_dir, progress=False)
     assert str(empty) in str(info.value)
     with pytest.raises(IBSRError, match="not found"):
@@ -140,8 +220,34 @@ def test_evaluate_folders_without_any_match_names_pred_dir(tmp_path, folders):
 def test_two_predictions_for_one_subject_are_refused(folders):
     gt_dir, pred_dir, gts, _ = folders
     save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_01.nii.gz")
-    with pytest.raises(IBSRError, match="two files for subject DEMO_01"):
+    with pytest.raises(IBSRError) as info:
         E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    assert str(info.value) == (
+        f"{pred_dir}: two files for subject DEMO_01: DEMO_01.nii.gz and DEMO_01_seg.nii.gz "
+        "(keep one)"
+    )
+
+
+def test_report_header_records_provenance_and_the_ground_truth(folders, tmp_path):
+    from ibsr_helpers.provenance import fingerprint_files
+
+    gt_dir, _, _, _ = folders
+    shutil.rmtree(gt_dir / "TrainingValidationTestSets" / "Validation_Set" / "DEMO_03")
+    header = E.report_header(gt_dir, command="ibsr-seg evaluate")
+    assert list(header)[:2] == ["command", "date"]
+    for key in ("commit", "packages", "hardware", "data", "ground truth"):
+        assert header[key], key
+    assert "nibabel" in header["packages"] and "fingerprint" in header["data"]
+    labels = sorted(gt_dir.rglob("*_seg.nii.gz"))
+    assert header["ground truth"] == (
+        f"{gt_dir}: 2 label file(s) (DEMO_01, DEMO_02); fingerprint "
+        f"{fingerprint_files(labels, root=gt_dir)}"
+    )
+    plain = tmp_path / "labels"  # not a data folder: no data record, still the truth's print
+    plain.mkdir()
+    shutil.copy(labels[0], plain / labels[0].name)
+    header = E.report_header(plain)
+    assert "data" not in header and "1 label file(s) (DEMO_01)" in header["ground truth"]
 
 
 # --- tables -----------------------------------------------------------------------------
