@@ -5,22 +5,30 @@ Subcommands::
     ibsr-seg demo-data --out DIR [--subjects N] [--seed S]
     ibsr-seg train --config FILE [--profile quick|cpu|full|smoke] [--data DIR] [--out DIR]
                    [--resume] [--set key=value ...]
-    ibsr-seg predict --run RUN_DIR [--run RUN_DIR ...] --input DIR --out DIR [--tta]
-                     [--postprocess mask,largest:WM,min:CSF=20]
+    ibsr-seg predict --run RUN_DIR [--run RUN_DIR ...] --input PATH [PATH ...] --out DIR
+                     [--tta] [--postprocess mask,largest:WM,min:CSF=20]
     ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv] [--report DIR]
                       [--postprocess ...] [--strict]
     ibsr-seg grade --submissions DIR --gt DIR --out DIR
     ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR] [--sync-repository]
     ibsr-seg report [--reports reports] [--readme README.md] [--images images]
 
-Bad input (a missing folder, a corrupt file, a bad setting) prints one line naming the
-file and the problem, and exits with status 2.
+``predict --input`` takes NIfTI files under any names and folders of them at any depth
+(the course's ``Test_Set``, BIDS data sets), skipping label maps ``*_seg``/``*_dseg`` in
+folders (a line says how many); each image gets ``<stem>_seg.nii.gz`` at its path relative
+to the input folder (``--input Test_Set``: ``OUT/IBSR_02/IBSR_02_seg.nii.gz``), or directly
+in ``--out`` for a file given by name (:mod:`ibsr_helpers.scans`).
+
+Bad input (a missing folder, a corrupt file, a bad setting, a 4-D series or a label map
+given as a scan, two inputs writing the same output) prints one line naming the file and
+the problem, and exits with status 2; files already written stay.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -169,12 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("predict", help="segment every image in a folder")
+    p = sub.add_parser("predict", help="segment NIfTI scans: files or folders of them")
     p.add_argument(
         "--run", action="append", required=True, help="run folder; repeat for an ensemble"
     )
-    p.add_argument("--input", required=True, help="folder with ID/ID.nii.gz images")
-    p.add_argument("--out", required=True, help="folder for ID_seg.nii.gz predictions")
+    p.add_argument(
+        "--input",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="NIfTI files (.nii, .nii.gz, any name) or folders of them at any depth, e.g. "
+        "Test_Set or a BIDS data set (*_seg/*_dseg label maps in folders are skipped); "
+        "several after one --input or --input repeated",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the predictions: <stem>_seg.nii.gz at each image's path under its "
+        "input folder (directly here for a file given by name)",
+    )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     p.add_argument(
@@ -235,11 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message: Warning | str, *_: object, **__: object) -> None:
+    """Print a warning as one line, as errors are (no source line, no category)."""
+    print(f"ibsr-seg: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ibsr-seg``; returns the exit status (2 on bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            args.func(args)
     except IBSRError as exc:
         print(f"ibsr-seg: error: {exc}", file=sys.stderr)
         return 2

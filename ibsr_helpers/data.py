@@ -2,7 +2,8 @@
 
 The layouts understood are described in :mod:`ibsr_helpers.layout`; in a flat folder the
 split comes from :data:`~ibsr_helpers.layout.COURSE_SPLIT` (subjects not in that table go
-to ``train`` when they have a label and to ``test`` otherwise).
+to ``train`` when they have a label and to ``test`` otherwise). Scans to segment, under
+any names and layouts, are found by :mod:`ibsr_helpers.scans`.
 
 A loaded :class:`Volume` holds the scan exactly as stored (raw intensities, the file's own
 voxel order and spacing); everything a model needs on top of that (orientation, spacing,
@@ -19,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +43,6 @@ from ibsr_helpers.layout import (
     SPLITS,
     SUBJECT_ID,
     TISSUES,
-    nifti_files,
 )
 
 __all__ = [
@@ -54,7 +53,6 @@ __all__ = [
     "resolve_data_dir",
     "is_demo_data",
     "describe_source",
-    "find_images",
     "load_subject",
     "load_subjects",
     "load_split",
@@ -130,9 +128,9 @@ def _nifti(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _subject(folder: Path, split: str, require_label: bool, image: Path | None = None) -> Subject:
-    sid = image.name.split(".nii")[0] if image is not None else folder.name
-    image = image or _nifti(folder, sid)
+def _subject(folder: Path, split: str, require_label: bool) -> Subject:
+    sid = folder.name
+    image = _nifti(folder, sid)
     if image is None:
         raise IBSRError(f"no image {sid}.nii.gz in the subject folder", folder)
     label = _nifti(folder, f"{sid}_seg")
@@ -197,31 +195,6 @@ def discover(root: str | Path, splits: Iterable[str] | None = None) -> list[Subj
             raise IBSRError(f"unknown split(s) {sorted(unknown)}; use {list(SPLITS)}")
         found = [s for s in found if s.split in wanted]
     return sorted(found, key=lambda s: (SPLITS.index(s.split), s.id))
-
-
-def find_images(root: str | Path) -> list[Subject]:
-    """Every image ``ID.nii.gz`` under ``root`` at any depth, labels ignored, for prediction.
-
-    Args:
-        root: Any folder, e.g. a data set, one split folder or a flat folder.
-
-    Returns:
-        Subjects (split ``"test"``, ``label`` None) sorted by id.
-
-    Raises:
-        IBSRError: If the folder is missing or holds no image.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise IBSRError("input folder not found", root)
-    found = {}
-    for path in nifti_files(root):
-        stem = path.name.split(".nii")[0]
-        if SUBJECT_ID.match(stem) and stem not in found:
-            found[stem] = _subject(path.parent, "test", require_label=False, image=path)
-    if not found:
-        raise IBSRError("no images (ID.nii.gz, e.g. IBSR_02.nii.gz) found", root)
-    return [dataclasses.replace(s, label=None) for s in found.values()]
 
 
 def project_root(start: str | Path | None = None) -> Path | None:

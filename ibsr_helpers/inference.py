@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from ibsr_helpers.augmentation import mirrors_left_right
-from ibsr_helpers.data import Volume, find_images, load_subject
+from ibsr_helpers.data import Volume, load_subject
 from ibsr_helpers.environment import choose_precision
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
 from ibsr_helpers.models import build_model_from_config, channels_last_inputs
 from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared, Preprocessing, prepare
+from ibsr_helpers.scans import check_outputs, check_voxels, find_scans, skipped_note
 
 __all__ = [
     "Run",
@@ -350,70 +351,90 @@ def predict_shared(
 
 def predict_folder(
     run_dirs: Sequence[str | Path],
-    input_dir: str | Path,
+    inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     tta: bool = False,
     device: str | torch.device = "cpu",
     postprocess: Any = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Predict every image under ``input_dir`` and save ``ID_seg.nii.gz`` files.
+    """Segment the images that ``inputs`` name and save one ``<stem>_seg.nii.gz`` each.
 
     Args:
         run_dirs: One run folder, or several for an ensemble.
-        input_dir: Any folder holding ``ID.nii.gz`` (or ``.nii``) images at any depth
-            (labels, if present, are ignored), e.g. the IBSR18 ``Test_Set``.
-        out_dir: Where predictions go, one ``ID_seg.nii.gz`` per image, with the source
-            image's grid, affine and header codes.
+        inputs: NIfTI files and folders of them, any names, at any depth (the IBSR18
+            ``Test_Set``, a BIDS data set, a folder of ``brain.nii.gz``); in folders,
+            label maps ``*_seg``/``*_dseg`` are skipped (a line says how many). See
+            :func:`ibsr_helpers.scans.find_scans`.
+        out_dir: Where predictions go, with the source image's grid, affine and header
+            codes: ``<stem>_seg.nii.gz`` at the image's path relative to the input folder
+            it was found in (``Test_Set/IBSR_02/IBSR_02.nii.gz`` ->
+            ``out_dir/IBSR_02/IBSR_02_seg.nii.gz``), directly in ``out_dir`` for a file.
         tta: Flip test-time augmentation.
         device: Torch device.
         postprocess: Optional :class:`ibsr_helpers.postprocessing.PostProcessing`.
         progress: Show a progress bar.
 
     Returns:
-        The files written. A scan that fails stops the loop with an error naming it;
-        the files already written stay.
+        The files written, in the order of the inputs.
+
+    Raises:
+        IBSRError: Before anything is predicted, for a bad run folder, a missing or
+            unreadable input, a folder without images, a file that is not one 3-D scan
+            (e.g. a 4-D series), two inputs writing the same output, or an output
+            overwriting an input. Then for a scan that fails (e.g. a label map given as
+            the image): the loop stops with an error naming it, and the files already
+            written stay.
     """
     predictors = {Path(out_dir): (run_dirs, tta)}
-    return predict_folders(predictors, input_dir, device, postprocess, progress)[Path(out_dir)]
+    return predict_folders(predictors, inputs, device, postprocess, progress)[Path(out_dir)]
 
 
 def predict_folders(
     predictors: Mapping[Path, tuple[Sequence[str | Path], bool]],
-    input_dir: str | Path,
+    inputs: str | Path | Sequence[str | Path],
     device: str | torch.device = "cpu",
     postprocess: Any = None,
     progress: bool = True,
 ) -> dict[Path, list[Path]]:
-    """Predict every image under ``input_dir`` with several runs and ensembles at once.
+    """Segment the images that ``inputs`` name with several runs and ensembles at once.
 
     Each run is loaded once and predicts each volume once per TTA setting for all the
     predictors it is in (:func:`predict_shared`).
 
     Args:
         predictors: Output folder -> (run folders, flip TTA), one per single model or
-            ensemble; each folder gets one ``ID_seg.nii.gz`` per image.
-        input_dir: Any folder holding ``ID.nii.gz`` (or ``.nii``) images at any depth.
+            ensemble; each folder gets one ``<stem>_seg.nii.gz`` per image, laid out as
+            :func:`predict_folder` says.
+        inputs: NIfTI files and folders of them (as :func:`predict_folder`).
         device: Torch device.
         postprocess: Optional :class:`ibsr_helpers.postprocessing.PostProcessing`,
             applied to every predictor's segmentation.
         progress: Show a progress bar.
 
     Returns:
-        Output folder -> the files written there. A scan that fails stops the loop with
-        an error naming it; the files already written stay.
+        Output folder -> the files written there, in the order of the inputs.
+
+    Raises:
+        IBSRError: As :func:`predict_folder`: every run is loaded, then every input found
+            and checked from its header, before anything is predicted; a scan that fails
+            once loaded stops the loop with an error naming it, and the files already
+            written stay.
     """
     from tqdm.auto import tqdm
 
     folders = {Path(r) for members, _ in predictors.values() for r in members}
     runs = {folder: load_run(folder, device) for folder in sorted(folders)}
     loaded = {Path(out): ([runs[Path(r)] for r in m], tta) for out, (m, tta) in predictors.items()}
+    scans, skipped = find_scans(inputs)
+    check_outputs(scans, skipped, list(loaded))
+    note = skipped_note(skipped)
+    if note:
+        print(note)
     written: dict[Path, list[Path]] = {out: [] for out in loaded}
-    for subject in tqdm(
-        find_images(input_dir), desc="predicting", unit="volume", disable=not progress
-    ):
-        volume = load_subject(subject)
+    for scan in tqdm(scans, desc="predicting", unit="volume", disable=not progress):
+        volume = load_subject(scan.subject)
+        check_voxels(volume)
         for out, (seg, _) in predict_shared(loaded, volume, postprocess).items():
-            target = out / f"{subject.id}_seg.nii.gz"
-            written[out].append(save_segmentation(seg, volume.nifti, target))
+            written[out].append(save_segmentation(seg, volume.nifti, out / scan.output))
     return written

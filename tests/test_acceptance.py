@@ -79,7 +79,8 @@ def test_unet2d_quick_train_predict_evaluate(unet2d_quick, ibsr_root, tmp_path):
     assert mean_dice >= 0.88, f"validation mean Dice {mean_dice:.4f} < 0.88"
     # predictions carry the source geometry exactly
     for s in discover(ibsr_root, splits=["val"]):
-        src, pred = nib.load(str(s.image)), nib.load(str(tmp_path / "pred" / f"{s.id}_seg.nii.gz"))
+        pred_path = tmp_path / "pred" / s.id / f"{s.id}_seg.nii.gz"
+        src, pred = nib.load(str(s.image)), nib.load(str(pred_path))
         assert pred.shape == src.shape
         np.testing.assert_array_equal(pred.affine, src.affine)
         assert pred.header.get_zooms() == src.header.get_zooms()
@@ -142,7 +143,7 @@ def test_trained_model_segments_a_reoriented_and_a_1mm_scan_the_same(
         "predict", "--run", str(unet2d_quick), "--input", str(src), "--out", str(tmp_path / "p")
     )
     seg = {
-        sid: np.asarray(nib.load(str(tmp_path / "p" / f"{sid}_seg.nii.gz")).dataobj)
+        sid: np.asarray(nib.load(str(tmp_path / "p" / sid / f"{sid}_seg.nii.gz")).dataobj)
         for sid in ("IBSR_11", "IBSR_81", "IBSR_82")
     }
     original = seg["IBSR_11"][..., 0]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ibsr_helpers.cli import main
 from ibsr_helpers.data import discover
 
 
@@ -191,3 +192,112 @@ def test_grade_command_over_three_students(tmp_path):
     assert bob["score"] == pytest.approx(200 / 3, abs=0.01)
     assert [t["status"] for t in bob["tests"]] == ["passed", "passed", "failed"]
     assert sum(t["max_score"] for t in bob["tests"]) == pytest.approx(100, abs=0.01)
+
+
+# --- predict: anyone's scans -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding a tiny, randomly initialised 3D U-Net (no training)."""
+    import json
+
+    import torch
+
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.models import build_model_from_config
+
+    cfg = load_config(
+        {
+            "model": {"name": "unet3d", "channels": [4, 8], "strides": [2], "num_res_units": 0},
+            "data": {"mode": "volume", "roi": [32, 32, 32], "spacing": [1, 1, 1]},
+            "train": {"precision": "fp32"},
+        },
+        None,
+    )
+    folder = tmp_path_factory.mktemp("tiny-run")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    return folder
+
+
+def _scan(path: Path, data: np.ndarray | None = None) -> Path:
+    """A 20^3 scan (a cube of hundreds of grey levels in zeros), or ``data``, at ``path``."""
+    if data is None:
+        data = np.zeros((20, 20, 20), np.int16)
+        data[5:15, 4:16, 6:14] = np.random.default_rng(0).integers(1, 900, (10, 12, 8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+def test_predict_takes_files_and_folders_under_any_names(tiny_run, tmp_path):
+    """--input a b and --input c together: a file named sub-01_T1w.nii.gz, a BIDS folder
+    (its dseg skipped, in one line) and a folder holding brain.nii.gz."""
+    _scan(tmp_path / "sub-01_T1w.nii.gz")
+    for sub in ("sub-01", "sub-02"):
+        _scan(tmp_path / "bids" / sub / "anat" / f"{sub}_T1w.nii.gz")
+    dseg = tmp_path / "bids" / "derivatives" / "t" / "sub-01" / "anat" / "sub-01_dseg.nii.gz"
+    _scan(dseg, np.zeros((20, 20, 20), np.uint8))
+    _scan(tmp_path / "plain" / "brain.nii.gz")
+    out = tmp_path / "out"
+    r = ibsr_seg(
+        "predict",
+        *("--run", str(tiny_run), "--out", str(out)),
+        *("--input", str(tmp_path / "sub-01_T1w.nii.gz"), str(tmp_path / "bids")),
+        *("--input", str(tmp_path / "plain")),
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")) == [
+        "brain_seg.nii.gz",
+        "sub-01/anat/sub-01_T1w_seg.nii.gz",
+        "sub-01_T1w_seg.nii.gz",
+        "sub-02/anat/sub-02_T1w_seg.nii.gz",
+    ]
+    assert "wrote 4 segmentations" in r.stdout
+    skipped = [ln for ln in r.stdout.splitlines() if ln.startswith("skipped")]
+    assert len(skipped) == 1 and "skipped 1 file(s)" in skipped[0] and str(dseg) in skipped[0]
+
+
+@pytest.mark.parametrize("case", ["collision", "series", "label map"])
+def test_predict_refuses_what_it_cannot_segment_in_one_line(tiny_run, tmp_path, case, capsys):
+    """Two inputs writing one file and a 4-D series: refused before anything is predicted;
+    a label map renamed as a scan: refused when loaded, what was written stays. Run in this
+    process (``main``, as the ``ibsr-seg`` script does): a subprocess per case would spend
+    its time importing torch."""
+    first = _scan(tmp_path / "in" / "A_1" / "A_1.nii.gz")
+    if case == "collision":
+        bad = _scan(tmp_path / "elsewhere" / "A_1" / "A_1.nii.gz")
+        inputs, expected = [tmp_path / "in", tmp_path / "elsewhere"], ["both be written", first]
+    elif case == "series":
+        bad = _scan(tmp_path / "in" / "B_2" / "B_2.nii.gz", np.zeros((20, 20, 20, 3), np.int16))
+        inputs, expected = [tmp_path / "in"], ["series of 3 volumes", "(20, 20, 20, 3)"]
+    else:
+        labels = np.random.default_rng(0).integers(0, 4, (20, 20, 20)).astype(np.uint8)
+        bad = _scan(tmp_path / "in" / "B_2" / "B_2.nii.gz", labels)
+        inputs, expected = [tmp_path / "in"], ["looks like a label map", "{0, 1, 2, 3}"]
+    out = tmp_path / "out"
+    rc = main(["predict", "--run", str(tiny_run), "--out", str(out), "--input", *map(str, inputs)])
+    stderr = capsys.readouterr().err
+    assert rc == 2, stderr
+    errors = [ln for ln in stderr.splitlines() if "error" in ln]  # progress-bar remnants aside
+    assert len(errors) == 1 and errors[0].startswith("ibsr-seg: error:"), stderr
+    assert str(bad) in errors[0] and all(str(e) in errors[0] for e in expected)
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) if out.exists() else []
+    assert written == (["A_1", "A_1/A_1_seg.nii.gz"] if case == "label map" else [])
+
+
+def test_predict_warns_of_thick_voxels_in_one_line_and_segments(tiny_run, tmp_path, capsys):
+    """A valid but coarse scan: a one-line warning naming it (no source line), then it is
+    segmented."""
+    thick = _scan(tmp_path / "thick.nii.gz")
+    img = nib.load(str(thick))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([1.0, 1.0, 5.0, 1.0])), str(thick))
+    rc = main(["predict", "--run", str(tiny_run), "--input", str(thick), "--out", str(tmp_path)])
+    stderr = capsys.readouterr().err
+    assert rc == 0, stderr
+    warned = [ln for ln in stderr.splitlines() if "warning" in ln]
+    assert len(warned) == 1 and warned[0].startswith(f"ibsr-seg: warning: {thick}: voxels of")
+    assert "warnings.warn" not in stderr
+    assert (tmp_path / "thick_seg.nii.gz").is_file()

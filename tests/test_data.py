@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -152,32 +151,6 @@ def test_find_data_dir_env(monkeypatch, tmp_path):
         data.find_data_dir()
     monkeypatch.setenv("IBSR18_DIR", str(tmp_path))
     assert data.find_data_dir() == tmp_path
-
-
-def test_find_images_any_depth(any_root, tmp_path):
-    src = data.discover(any_root, splits=["test"])[0]
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    shutil.copy(src.image, tmp_path / "a" / "b" / src.image.name)
-    found = data.find_images(tmp_path)
-    assert [s.id for s in found] == [src.id] and found[0].label is None
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(IBSRError, match="no images"):
-        data.find_images(empty)
-
-
-def test_find_images_through_linked_folders(any_root, tmp_path):
-    """A folder of links to subject folders (a common way to pick scans) is searched too."""
-    src = data.discover(any_root, splits=["test"])[0]
-    (tmp_path / "scans" / src.id).mkdir(parents=True)
-    shutil.copy(src.image, tmp_path / "scans" / src.id / src.image.name)
-    picked = tmp_path / "picked"
-    picked.mkdir()
-    (picked / src.id).symlink_to(tmp_path / "scans" / src.id, target_is_directory=True)
-    (picked / src.id / "loop").symlink_to(picked, target_is_directory=True)  # a cycle
-    found = data.find_images(picked)
-    assert [s.id for s in found] == [src.id]
-    assert found[0].image == picked / src.id / src.image.name
 
 
 def _volume(sid: str, split: str, label: np.ndarray | None, spacing) -> data.Volume:

@@ -74,7 +74,7 @@ def test_predict_ensemble_and_evaluate_keep_every_files_geometry(runs, any_root,
     r = ibsr_seg(*args, *[a for run in runs for a in ("--run", str(run))])
     assert "wrote 2 segmentations" in r.stdout
     for s in val[:2]:
-        image, out = nib.load(str(s.image)), nib.load(str(pred / f"{s.id}_seg.nii.gz"))
+        image, out = nib.load(str(s.image)), nib.load(str(pred / s.id / f"{s.id}_seg.nii.gz"))
         assert out.shape == image.shape and out.get_data_dtype() == np.uint8
         np.testing.assert_array_equal(out.affine, image.affine)
         assert out.header.get_zooms() == image.header.get_zooms()

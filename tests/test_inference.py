@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -9,6 +10,7 @@ import torch
 
 from ibsr_helpers.config import load_config
 from ibsr_helpers.data import Subject, Volume
+from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import (
     Run,
     _segment,
@@ -160,3 +162,107 @@ def test_tta_mirrors_only_runs_trained_on_mirrors(mode, plane, mirrored):
     # the mirror changes what this model says, unless TTA leaves the run alone: a sagittal
     # 2D run, whose 2.5D neighbours would come in reversed order
     assert torch.equal(plain, tta) is not mirrored
+
+
+# --- predict_folder: scans under any names, outputs mirroring the inputs ------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding a tiny, randomly initialised 3D U-Net (no training)."""
+    from ibsr_helpers.models import build_model_from_config
+
+    cfg = load_config(
+        {
+            "model": {"name": "unet3d", "channels": [4, 8], "strides": [2], "num_res_units": 0},
+            "data": {"mode": "volume", "roi": [32, 32, 32], "spacing": [1, 1, 1]},
+            "train": {"precision": "fp32"},
+        },
+        None,
+    )
+    folder = tmp_path_factory.mktemp("tiny-run")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    return folder
+
+
+def _scan(path: Path, data: np.ndarray | None = None) -> Path:
+    """A 20^3 scan (a cube of hundreds of grey levels in zeros), or ``data``, at ``path``."""
+    if data is None:
+        data = np.zeros((20, 20, 20), np.int16)
+        data[5:15, 4:16, 6:14] = np.random.default_rng(len(str(path))).integers(1, 900, (10, 12, 8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 1.0, 1.0])), str(path))
+    return path
+
+
+def test_predict_folder_takes_files_and_folders_and_mirrors_their_layout(
+    tiny_run, tmp_path, capsys
+):
+    """A BIDS folder (derivatives' dseg skipped, and said), a course folder and a file given
+    by name: <stem>_seg.nii.gz at the path under the input folder, each on its own grid."""
+    from ibsr_helpers.inference import predict_folder
+
+    bids, course = tmp_path / "bids", tmp_path / "Test_Set"
+    images = [
+        _scan(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"),
+        _scan(bids / "sub-02" / "anat" / "sub-02_T1w.nii"),
+        _scan(course / "IBSR_02" / "IBSR_02.nii.gz", _scan_4d_singleton()),
+        _scan(tmp_path / "brain.nii.gz"),
+    ]
+    dseg = bids / "derivatives" / "t" / "sub-01" / "anat" / "sub-01_desc-t_dseg.nii.gz"
+    _scan(dseg, np.zeros((20, 20, 20), np.uint8))
+    out = tmp_path / "out"
+    written = predict_folder([tiny_run], [bids, course, images[-1]], out, progress=False)
+    assert [p.relative_to(out).as_posix() for p in written] == [
+        "sub-01/anat/sub-01_T1w_seg.nii.gz",
+        "sub-02/anat/sub-02_T1w_seg.nii.gz",
+        "IBSR_02/IBSR_02_seg.nii.gz",
+        "brain_seg.nii.gz",
+    ]
+    for image, seg in zip(images, written, strict=True):
+        src, got = nib.load(str(image)), nib.load(str(seg))
+        assert got.shape == src.shape and got.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(got.affine, src.affine)
+    assert "skipped 1 file(s) named like label maps" in capsys.readouterr().out
+
+
+def _scan_4d_singleton() -> np.ndarray:
+    """IBSR18's own layout: (X, Y, Z, 1)."""
+    data = np.zeros((20, 20, 20, 1), np.int16)
+    data[5:15, 4:16, 6:14, 0] = np.random.default_rng(7).integers(1, 900, (10, 12, 8))
+    return data
+
+
+@pytest.mark.parametrize("bad", ["series", "collision"])
+def test_predict_folder_checks_every_input_before_predicting(tiny_run, tmp_path, bad):
+    """A 4-D series or two inputs with one output, given after a good scan: refused before
+    anything is predicted, so nothing is half done."""
+    from ibsr_helpers.inference import predict_folder
+
+    good = _scan(tmp_path / "a" / "brain.nii.gz")
+    if bad == "series":
+        other = _scan(tmp_path / "bold.nii.gz", np.repeat(_scan_4d_singleton(), 3, axis=3))
+        message = r"bold\.nii\.gz: holds a series of 3 volumes \(shape \(20, 20, 20, 3\)\)"
+    else:
+        other = _scan(tmp_path / "b" / "brain.nii.gz")
+        message = "would both be written to <out>/brain_seg.nii.gz"
+    with pytest.raises(IBSRError, match=message) as err:
+        predict_folder([tiny_run], [good, other], tmp_path / "out", progress=False)
+    assert str(other) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_map_given_as_a_scan_stops_there_and_keeps_what_was_written(tiny_run, tmp_path):
+    from ibsr_helpers.inference import predict_folder
+
+    _scan(tmp_path / "in" / "IBSR_10" / "IBSR_10.nii.gz")
+    labels = np.random.default_rng(0).integers(0, 4, (20, 20, 20)).astype(np.uint8)
+    _scan(tmp_path / "in" / "IBSR_11" / "IBSR_11.nii.gz", labels)  # IBSR_11_seg, renamed
+    with pytest.raises(
+        IBSRError, match=r"IBSR_11\.nii\.gz: looks like a label map.*\{0, 1, 2, 3\}"
+    ):
+        predict_folder([tiny_run], tmp_path / "in", tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "IBSR_10" / "IBSR_10_seg.nii.gz").is_file()
+    assert not (tmp_path / "out" / "IBSR_11").exists()

@@ -34,6 +34,7 @@ from ibsr_helpers.preprocessing import (
     reorient,
     zscore,
 )
+from ibsr_helpers.scans import find_scans
 
 SPACING = (0.9375, 1.5, 0.9375)
 
@@ -319,7 +320,7 @@ def test_scan_in_a_far_larger_field_of_view(volume, tmp_path):
 def test_scan_without_brain_voxels_is_refused_by_name(tmp_path):
     folder = tmp_path / "in" / "IBSR_93"
     _write(folder, "IBSR_93", np.zeros((20, 20, 20), np.int16), np.eye(4))
-    vol = data.load_subject(data.find_images(tmp_path / "in")[0])
+    vol = data.load_subject(find_scans(tmp_path / "in")[0][0].subject)
     with pytest.raises(IBSRError, match="no brain voxels") as err:
         prepare(vol, Preprocessing())
     assert "IBSR_93.nii.gz" in str(err.value)
@@ -342,10 +343,13 @@ def test_predict_folder_keeps_each_inputs_geometry_and_stops_on_a_bad_scan(volum
     _write(src / "IBSR_94", "IBSR_94", volume.image.astype(np.int16), volume.affine, ".nii")
     _write(src / "IBSR_95", "IBSR_95", volume.image.astype(np.int16)[..., None], volume.affine)
     written = predict_folder([run_dir], src, tmp_path / "out", progress=False)
-    assert [p.name for p in written] == ["IBSR_94_seg.nii.gz", "IBSR_95_seg.nii.gz"]
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in written] == [
+        "IBSR_94/IBSR_94_seg.nii.gz",
+        "IBSR_95/IBSR_95_seg.nii.gz",
+    ]
     for sid, shape in (("IBSR_94", volume.image.shape), ("IBSR_95", (*volume.image.shape, 1))):
         src_img = nib.load(str(next((src / sid).iterdir())))
-        out = nib.load(str(tmp_path / "out" / f"{sid}_seg.nii.gz"))
+        out = nib.load(str(tmp_path / "out" / sid / f"{sid}_seg.nii.gz"))
         assert out.shape == shape == src_img.shape
         np.testing.assert_array_equal(out.affine, src_img.affine)
         assert int(out.header["sform_code"]) == int(src_img.header["sform_code"])
@@ -353,7 +357,7 @@ def test_predict_folder_keeps_each_inputs_geometry_and_stops_on_a_bad_scan(volum
     _write(src / "IBSR_96", "IBSR_96", np.zeros((10, 10, 10), np.int16), np.eye(4))
     with pytest.raises(IBSRError, match="IBSR_96.*no brain voxels"):
         predict_folder([run_dir], src, tmp_path / "out", progress=False)
-    assert (tmp_path / "out" / "IBSR_94_seg.nii.gz").is_file()
+    assert (tmp_path / "out" / "IBSR_94" / "IBSR_94_seg.nii.gz").is_file()
 
 
 def test_predict_folders_shares_each_runs_pass_and_matches_predict_folder(
