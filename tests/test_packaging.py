@@ -141,5 +141,5 @@ def test_ci_runs_the_tests_and_the_linter(tmp_path, failing):
     r = subprocess.run(
         ["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60
     )
-    assert log.read_text().split() == ["test", "lint"], r.stderr
+    assert log.read_text().split() == ["lint", "test"], r.stderr
     assert (r.returncode == 0) == (failing is None), r.stderr
