@@ -36,9 +36,10 @@ def measure(stem: str, batch: int, data: str | None) -> dict:
     from ibsr_helpers.config import load_config
     from ibsr_helpers.data import load_split, resolve_data_dir
     from ibsr_helpers.models import build_model_from_config, count_parameters
+    from ibsr_helpers.pipeline import build_pipeline
     from ibsr_helpers.preprocessing import prepare_for
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
-    from ibsr_helpers.training import build_pipeline, build_train_step
+    from ibsr_helpers.step import build_train_step
 
     sets = ["device=cpu", "train.precision=bf16", f"train.batch_size={batch}"]
     sets += ["data.gpu_augment=false", "data.num_workers=0"]

@@ -75,10 +75,11 @@ def measure(
         model_in_channels,
         spatial_dims,
     )
+    from ibsr_helpers.pipeline import build_pipeline
     from ibsr_helpers.plan import resolve_spacing
     from ibsr_helpers.preprocessing import prepare_for
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
-    from ibsr_helpers.training import build_pipeline, build_train_step
+    from ibsr_helpers.step import build_train_step
 
     config_file, overrides = BENCHES[name]
     cfg = load_config(CONFIGS / config_file, profile, [*overrides, *(sets or [])])

@@ -1,9 +1,9 @@
 """How much of a training step the optimiser is: fused AdamW against the per-parameter loop.
 
-The engine's step (:class:`ibsr_helpers.training.TrainStep`: forward in the run's
+The engine's step (:class:`ibsr_helpers.step.TrainStep`: forward in the run's
 precision, loss, backward, AdamW) is timed for the ``cpu`` recipes' two networks at their
 real input shapes, on one batch already in memory, with the optimiser the engine builds
-(:func:`ibsr_helpers.training.adamw`, torch's fused kernel) and with torch's default
+(:func:`ibsr_helpers.step.adamw`, torch's fused kernel) and with torch's default
 per-parameter AdamW. The two alternate in rounds within one process, so a machine that
 slows down mid-run slows both; the best round of each is printed, with the hardware.
 No data needed (random batches of the recipes' shapes).
@@ -23,7 +23,7 @@ import torch
 from ibsr_helpers.config import load_config
 from ibsr_helpers.models import build_model_from_config, model_in_channels
 from ibsr_helpers.profiling import hardware_summary, time_train_steps
-from ibsr_helpers.training import build_train_step
+from ibsr_helpers.step import build_train_step
 
 ROOT_CONFIGS = "configs"
 #: Recipe -> (config, overrides, batch input shape without the batch axis).

@@ -870,13 +870,11 @@ def plot_lr_schedule(config: Mapping, ax: Axes | None = None) -> Figure:
     Returns:
         The figure; epochs are marked on the top axis.
     """
-    from ibsr_helpers.training import lr_lambda
+    from ibsr_helpers.step import schedule_factor
 
     steps, epochs = int(config["train"]["steps_per_epoch"]), int(config["train"]["epochs"])
     o = config["optim"]
-    factor = lr_lambda(
-        epochs * steps, int(float(o["warmup_epochs"]) * steps), float(o["min_lr"]) / float(o["lr"])
-    )
+    factor = schedule_factor(config)  # the engine's own schedule
     x = np.arange(epochs * steps)
     if ax is None:
         fig = Figure(figsize=(7, 3), layout="constrained")

@@ -1,7 +1,7 @@
 """Time and memory of training steps and inference: what a model costs before you train it.
 
 Used by notebook 04 (the per-model cost table) and ``benchmarks/bench_models.py``; the
-step timed is the engine's own (:class:`ibsr_helpers.training.TrainStep`).
+step timed is the engine's own (:class:`ibsr_helpers.step.TrainStep`).
 
 Peak memory is the device's on CUDA (``torch.cuda.max_memory_allocated``) and the
 process's peak resident set size (RSS) on the CPU. On Linux the RSS peak is reset
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from ibsr_helpers.training import TrainStep
+    from ibsr_helpers.step import TrainStep
 
 __all__ = ["PeakMemory", "hardware_header", "hardware_summary", "rss_mb", "time_train_steps"]
 
@@ -124,7 +124,7 @@ def time_train_steps(
     """Time the engine's own training step (forward, loss, backward, AdamW update).
 
     Args:
-        step: From :func:`ibsr_helpers.training.build_train_step` (its model's weights are
+        step: From :func:`ibsr_helpers.step.build_train_step` (its model's weights are
             updated; its precision is the run's).
         batches: Called once per step for ``(image, label)`` already on the device: a
             loader's next batch (includes the loading time) or the same tensors again

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,21 +46,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ibsr_helpers.augmentation import train_transforms
 from ibsr_helpers.data import Volume, describe_source, discover, load_split
-from ibsr_helpers.datasets import EpochSampler, build_train_dataset
-from ibsr_helpers.environment import Precision, choose_precision, get_device, seed_everything
+from ibsr_helpers.environment import get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import Run, predict_volume
 from ibsr_helpers.io import load_nifti
 from ibsr_helpers.layout import TISSUES
-from ibsr_helpers.losses import build_loss
 from ibsr_helpers.metrics import evaluate_segmentation
-from ibsr_helpers.models import build_model_from_config, channels_last_inputs, spatial_dims
-from ibsr_helpers.plan import PLAN, fit_budget, plan_difference, resolve_spacing, steps_for_minutes
+from ibsr_helpers.models import build_model_from_config, spatial_dims
+from ibsr_helpers.pipeline import build_pipeline
+from ibsr_helpers.plan import PLAN, fit_budget, plan_difference, resolve_spacing
 from ibsr_helpers.preprocessing import Prepared, prepare_for
 from ibsr_helpers.profiling import time_train_steps
 from ibsr_helpers.provenance import (
@@ -70,22 +66,10 @@ from ibsr_helpers.provenance import (
     describe_record,
     record_difference,
 )
+from ibsr_helpers.step import build_train_step
 from ibsr_helpers.tracking import Tracker
 
-__all__ = [
-    "Pipeline",
-    "TrainResult",
-    "TrainStep",
-    "Trainer",
-    "adamw",
-    "build_pipeline",
-    "build_train_step",
-    "lr_lambda",
-    "run_folder",
-    "steps_for_minutes",
-    "train",
-    "validate",
-]
+__all__ = ["TrainResult", "Trainer", "run_folder", "train", "validate"]
 
 
 @dataclass
@@ -108,226 +92,6 @@ class TrainResult:
     best_epoch: int = -1
     seconds: float = 0.0
     trained: bool = True
-
-
-def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
-    """Learning-rate factor: linear warm-up to 1, then cosine down to ``min_ratio``."""
-
-    def factor(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        progress = min(max(progress, 0.0), 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-# --------------------------------------------------------------------------- the step
-
-
-@dataclass
-class TrainStep:
-    """One optimisation step: forward (in the run's precision), loss, backward, update.
-
-    Attributes:
-        net: The network called on the batch (the model, or its DDP wrapper).
-        loss_fn: ``loss(logits, label)``.
-        optimizer: AdamW over the model's parameters.
-        scheduler: The learning-rate schedule, stepped after every update.
-        precision: fp32, bf16 or fp16 (the latter with a gradient scaler).
-    """
-
-    net: torch.nn.Module
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    precision: Precision
-    scaler: torch.amp.GradScaler = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.scaler = self.precision.scaler()
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> float:
-        """Train on one batch; returns its loss."""
-        with self.precision.autocast():
-            logits = self.net(image)
-        loss = self.loss_fn(logits.float(), label)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return float(loss.detach())
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimiser, scheduler and scaler state, for ``last.pt``."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
-
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``model``'s parameters, with torch's fused kernel where it has one.
-
-    The fused update (one kernel for all parameters; CPU, CUDA and mps in recent torch) is
-    the same arithmetic as the default per-parameter loop, in far fewer operations: 3 % off
-    a ``cpu``-recipe step on a 2-core Xeon (``benchmarks/bench_optimizer.py``); on a GPU,
-    where each small update is a kernel launch, likely more (not measured yet). Older
-    torch builds, or parameters on a device without the kernel, get the default one.
-    """
-    params = list(model.parameters())
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def build_train_step(
-    config: dict[str, Any],
-    model: torch.nn.Module,
-    device: torch.device | str,
-    net: torch.nn.Module | None = None,
-) -> TrainStep:
-    """The config's loss, optimiser, schedule and precision around ``model``.
-
-    Args:
-        config: A training config (``loss``, ``optim``, ``train`` sections).
-        model: The network whose parameters are optimised.
-        device: Where it runs (decides the precision when ``train.precision`` is auto).
-        net: What the batch is fed to, if not ``model`` (a DDP wrapper).
-    """
-    ocfg, tcfg = config["optim"], config["train"]
-    steps = int(tcfg["steps_per_epoch"])
-    optimizer = adamw(model, lr=float(ocfg["lr"]), weight_decay=float(ocfg["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(
-            int(tcfg["epochs"]) * steps,
-            int(float(ocfg["warmup_epochs"]) * steps),
-            float(ocfg["min_lr"]) / float(ocfg["lr"]),
-        ),
-    )
-    precision = choose_precision(device, tcfg.get("precision", "auto"))
-    return TrainStep(net or model, build_loss(**config["loss"]), optimizer, scheduler, precision)
-
-
-# --------------------------------------------------------------------------- the input
-
-
-@dataclass
-class Pipeline:
-    """The training input: dataset, epoch sampler, loader, and the step onto the device.
-
-    Attributes:
-        dataset: Slices, volumes or patches (:func:`~ibsr_helpers.datasets.build_train_dataset`).
-        sampler: Draws ``steps_per_epoch * batch_size`` samples per epoch, per rank.
-        loader: The DataLoader over both.
-        device: Where batches go.
-        gpu_augment: The augmentation, when it runs on the device instead of in the loader.
-        channels_last: Whether 2D inputs go channels-last (as the model does).
-        seed: Base seed; each epoch and rank draws from ``seed + 7919 * epoch + rank``.
-        rank: This process's rank.
-    """
-
-    dataset: Any
-    sampler: EpochSampler
-    loader: DataLoader
-    device: torch.device
-    gpu_augment: Callable | None = None
-    channels_last: bool = False
-    seed: int = 0
-    rank: int = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reseed the sampler, the dataset's random crops and any on-device augmentation."""
-        epoch_seed = self.seed + 7919 * epoch + self.rank
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_seed(epoch_seed)
-        if self.gpu_augment is not None:
-            self.gpu_augment.set_random_state(seed=epoch_seed % 2**32)
-
-    def to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A loader batch as ``(image, label)`` on the device, augmented there if asked."""
-        image, label = batch["image"], batch["label"]
-        if image.ndim == 6:  # patches: (B, P, 1, x, y, z) -> (B*P, 1, x, y, z)
-            image, label = image.flatten(0, 1), label.flatten(0, 1)
-        image = image.to(self.device, non_blocking=True)
-        label = label.to(self.device, non_blocking=True)
-        if self.gpu_augment is not None:  # one sample at a time
-            items = [
-                self.gpu_augment({"image": i, "label": lab})
-                for i, lab in zip(image, label, strict=True)
-            ]
-            image = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
-            label = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
-        if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image, label
-
-
-def build_pipeline(
-    config: dict[str, Any],
-    volumes: Sequence[Prepared],
-    device: torch.device,
-    seed: int = 0,
-    rank: int = 0,
-    world: int = 1,
-    samples: int | None = None,
-) -> Pipeline:
-    """The training input for ``config`` over prepared training volumes.
-
-    Args:
-        config: From :func:`ibsr_helpers.config.load_config`.
-        volumes: The training volumes, through :func:`~ibsr_helpers.preprocessing.prepare`.
-        device: Where batches go; on CUDA with ``data.gpu_augment`` the augmentation runs
-            there, on the batch, instead of in the loader.
-        seed: Base seed of the sampler and the random crops.
-        rank: This process's rank (distributed training).
-        world: Number of processes.
-        samples: Samples per epoch (default ``steps_per_epoch * batch_size``).
-    """
-    dcfg, tcfg = config["data"], config["train"]
-    gpu_aug = bool(dcfg.get("gpu_augment")) and device.type == "cuda"
-    augment = train_transforms(config, spatial_dims(config["model"]["name"]))
-    dataset = build_train_dataset(config, volumes, None if gpu_aug else augment)
-    batch_size = int(tcfg["batch_size"])
-    samples = samples or int(tcfg["steps_per_epoch"]) * batch_size
-    sampler = EpochSampler(
-        len(dataset), samples, seed, rank, world, getattr(dataset, "weights", None)
-    )
-    workers = int(dcfg.get("num_workers", 0))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-    return Pipeline(
-        dataset,
-        sampler,
-        loader,
-        device,
-        gpu_augment=augment if gpu_aug else None,
-        channels_last=channels_last_inputs(config, device),
-        seed=seed,
-        rank=rank,
-    )
-
-
-# --------------------------------------------------------------------------- validation
 
 
 def validate(

@@ -44,7 +44,7 @@ def test_auto_precision_elsewhere_and_explicit_choices(monkeypatch):
 
 def test_fp16_step_uses_a_gradient_scaler():
     """The fp16 path (a T4's) runs its scaler: checked on the CPU, where autocast fp16 exists."""
-    from ibsr_helpers.training import TrainStep
+    from ibsr_helpers.step import TrainStep
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1))

@@ -20,8 +20,9 @@ from ibsr_helpers.config import load_config
 from ibsr_helpers.data import load_split
 from ibsr_helpers.inference import Run, predict_volume
 from ibsr_helpers.models import build_model_from_config
+from ibsr_helpers.pipeline import build_pipeline
 from ibsr_helpers.preprocessing import PLANE_AXIS, prepare_for
-from ibsr_helpers.training import build_pipeline, build_train_step
+from ibsr_helpers.step import build_train_step
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

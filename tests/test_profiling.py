@@ -42,7 +42,7 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 def test_time_train_steps_times_the_engines_step():
     from ibsr_helpers.environment import Precision
-    from ibsr_helpers.training import TrainStep
+    from ibsr_helpers.step import TrainStep
 
     torch.manual_seed(0)
     model = torch.nn.Conv3d(1, 4, 3, padding=1)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ibsr_helpers import training
+from ibsr_helpers import step, training
 from ibsr_helpers.config import load_config
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import load_run
+from ibsr_helpers.plan import steps_for_minutes
 from ibsr_helpers.tracking import tracking_uri
 
 
@@ -257,7 +258,7 @@ def test_overlay_reuses_the_validation_prediction(demo_root, tmp_path, monkeypat
 
 
 def test_lr_schedule_warmup_then_cosine():
-    f = training.lr_lambda(100, 10, 0.01)
+    f = step.lr_lambda(100, 10, 0.01)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.01)
     assert all(f(i) >= f(i + 1) for i in range(10, 100))
@@ -265,10 +266,10 @@ def test_lr_schedule_warmup_then_cosine():
 
 def test_steps_for_minutes_only_shortens_and_rounds_down():
     # 24 epochs at 2.6 s a step: 45 min hold 43 steps an epoch, rounded down to 40
-    assert training.steps_for_minutes(45, 24, 2.6, 250) == 40
-    assert training.steps_for_minutes(45, 24, 0.26, 250) == 250  # the recipe fits: unchanged
-    assert training.steps_for_minutes(1, 10, 5.0, 250) == 1  # at least one step
-    assert training.steps_for_minutes(2, 10, 1.0, 250) == 12  # under 20: not rounded
+    assert steps_for_minutes(45, 24, 2.6, 250) == 40
+    assert steps_for_minutes(45, 24, 0.26, 250) == 250  # the recipe fits: unchanged
+    assert steps_for_minutes(1, 10, 5.0, 250) == 1  # at least one step
+    assert steps_for_minutes(2, 10, 1.0, 250) == 12  # under 20: not rounded
 
 
 def test_a_budget_the_recipe_fits_trains_exactly_as_without(uninterrupted, demo_root, tmp_path):
@@ -331,7 +332,7 @@ def test_adamw_is_fused_on_the_cpu_and_steps_as_the_per_parameter_loop():
     twin = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3), torch.nn.BatchNorm2d(8)).double()
     twin.load_state_dict(model.state_dict())
     start = [p.detach().clone() for p in model.parameters()]
-    fused = training.adamw(model, lr=1e-2, weight_decay=1e-4)
+    fused = step.adamw(model, lr=1e-2, weight_decay=1e-4)
     plain = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=1e-4)
     assert fused.defaults["fused"] is True
     x = torch.randn(4, 2, 9, 9, dtype=torch.float64)
