@@ -48,13 +48,15 @@ def _demo(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from ibsr_helpers.config import load_config
     from ibsr_helpers.data import describe_source, resolve_data_dir
-    from ibsr_helpers.training import run_folder, train
+    from ibsr_helpers.plots import TrainingFigures
+    from ibsr_helpers.training import run_folder, standard_handlers, train
 
     config = load_config(args.config, args.profile, args.set or [])
     data_dir, _ = resolve_data_dir(args.data)
     out = Path(args.out) if args.out else run_folder("runs", config)
     print(f"training {config['model']['name']} ({args.profile}) on {describe_source(data_dir)}")
-    result = train(config, data_dir, out, resume=args.resume)
+    handlers = [*standard_handlers(), TrainingFigures()]  # curves.png, val_overlay.png
+    result = train(config, data_dir, out, resume=args.resume, handlers=handlers)
     print(
         f"best validation mean Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
         f"run folder {result.run_dir} ({result.seconds / 60:.1f} min)"

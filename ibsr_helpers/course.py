@@ -77,7 +77,8 @@ def gather_runs(
     from ibsr_helpers.config import load_config
     from ibsr_helpers.environment import get_device
     from ibsr_helpers.inference import load_run
-    from ibsr_helpers.training import run_folder, train
+    from ibsr_helpers.plots import TrainingFigures
+    from ibsr_helpers.training import run_folder, standard_handlers, train
 
     configs = (project_root() or Path.cwd()) / "configs"
     runs = {}
@@ -85,7 +86,8 @@ def gather_runs(
         stem, overrides, variant, _ = COURSE_MODELS[name]
         config = load_config(configs / f"{stem}.yaml", profile, [f"seed={seed}", *overrides])
         folder = run_folder(runs_dir, config, variant)
-        result = train(config, data_dir, folder, True, progress, other_data="retrain")
+        handlers = [*standard_handlers(progress), TrainingFigures()]
+        result = train(config, data_dir, folder, True, progress, "retrain", handlers)
         state = "trained now" if result.trained else "found"
         data = describe_record(read_data_record(folder))
         dice = f"best validation mean Dice {result.best_dice:.3f}"

@@ -38,11 +38,19 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.handlers import Handler
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Tracker", "tracking_uri", "mlflow_ui_command", "load_runs", "flatten_config"]
+__all__ = [
+    "Tracker",
+    "Tracking",
+    "tracking_uri",
+    "mlflow_ui_command",
+    "load_runs",
+    "flatten_config",
+]
 
 STORE_NAME = "mlflow.db"
 ARTIFACTS_NAME = "mlartifacts"
@@ -249,3 +257,57 @@ def load_runs(where: str | Path, experiment: str | None = None) -> pd.DataFrame:
         experiment_names=[experiment] if experiment else names,
         order_by=["attributes.start_time DESC"],
     )
+
+
+#: The run folder's files a finished run logs to MLflow.
+ARTIFACTS: tuple[str, ...] = (
+    "best.pt",
+    "curves.png",
+    "val_overlay.png",
+    "config.json",
+    "history.json",
+    "data.json",
+)
+
+
+class Tracking(Handler):
+    """The training engine's MLflow handler: parameters, per-epoch metrics, the run's files.
+
+    One MLflow run per run folder, continued after a resume (its id is kept in
+    ``last.pt``); with ``tracking: none`` it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+
+    def started(self, trainer: Any) -> None:
+        """Start (or continue) the MLflow run; log the plan's parameters on a new run."""
+        config = trainer.config
+        self.tracker = Tracker(
+            trainer.out_dir,
+            experiment=str(config.get("experiment", "ibsr18")),
+            enabled=str(config.get("tracking", "mlflow")) != "none",
+        )
+        run_id = self.tracker.start(
+            run_name=str(config.get("name", trainer.out_dir.name)),
+            run_id=trainer.resumed.get("mlflow_run_id") or None,
+            tags=trainer.tags(),
+        )
+        trainer.extra_state["mlflow_run_id"] = run_id or ""
+        if trainer.start_epoch == 0:
+            self.tracker.log_params(config)
+
+    def epoch_completed(self, trainer: Any, epoch: int, record: dict[str, Any]) -> None:
+        """Log the epoch's loss, learning rate and scores."""
+        if self.tracker is not None:
+            self.tracker.log_metrics(record, step=epoch)
+
+    def ended(self, trainer: Any, status: str) -> None:
+        """Log the run folder's files (a finished run), then end the MLflow run."""
+        if self.tracker is None:
+            return
+        if status == "FINISHED":
+            for name in ARTIFACTS:
+                if (trainer.out_dir / name).exists():
+                    self.tracker.log_artifact(trainer.out_dir / name)
+        self.tracker.end(status)

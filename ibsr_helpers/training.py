@@ -3,33 +3,33 @@
 A run is a sequence of named steps, in the shape of MONAI's engines and their events
 (``monai.engines.SupervisedTrainer``), without ignite:
 
-1. :meth:`Trainer.check_folder`: refuse a run folder that holds another run, return a
-   finished one as it is (``resume=True``);
-2. :meth:`Trainer.prepare_data`: read every subject once and take it through the one
-   preprocessing (:func:`ibsr_helpers.preprocessing.prepare`); ``data.spacing: auto``
-   becomes the training scans' median spacing, recorded in the run's config;
-3. :meth:`Trainer.build`: model, loss, AdamW with linear warm-up then cosine decay, and the
-   precision the device runs best (:func:`ibsr_helpers.environment.choose_precision`);
-   with ``train.minutes`` set, :meth:`Trainer.fit_to_minutes` times a few steps first and
-   shortens the epochs to fit that many minutes of training on this machine;
+0. :meth:`Trainer.connect`: join the process group under ``torchrun``;
+1. :meth:`Trainer.check_folder`: record the data (``data.json``: kind, subjects,
+   fingerprint), resolve the config into the run's plan (:mod:`ibsr_helpers.plan`), and
+   compare it with what the run folder holds: another run is refused, a finished one is
+   returned as it is (``resume=True``);
+2. :meth:`Trainer.prepare_data`: read every training subject once and take it through the
+   one preprocessing (:func:`ibsr_helpers.preprocessing.prepare`);
+3. :meth:`Trainer.build`: model and training step (:mod:`ibsr_helpers.step`); with
+   ``train.minutes`` set, :meth:`Trainer.fit_to_minutes` times a few steps first and fits
+   the plan's epochs to that many minutes of training on this machine;
 4. :meth:`Trainer.restore`: continue from ``last.pt`` (``resume=True``);
-5. per epoch :meth:`Trainer.train_epoch`, whose every step is :class:`TrainStep` (the one
-   copy of the training step, also timed by :mod:`ibsr_helpers.profiling`), then
-   :meth:`Trainer.validate_and_checkpoint`: whole validation volumes, scored per tissue
-   every ``train.val_every`` epochs, ``best.pt`` on the best mean Dice, ``last.pt`` always;
-6. :meth:`Trainer.finish`: ``curves.png``, ``val_overlay.png``, artifacts to MLflow.
+5. per epoch :meth:`Trainer.train_epoch`;
+6. :meth:`Trainer.fire`: the handlers (:mod:`ibsr_helpers.handlers`) at the run's events:
+   validation, checkpoints, MLflow and progress by default (:func:`standard_handlers`),
+   figures when the caller adds them. The engine itself imports no figure module.
 
-:func:`train` runs them all. The run folder holds ``config.json`` (the config as used),
-``history.json`` (per epoch: loss, learning rate, minutes spent training so far; per
-validation: Dice, and HD95 with ``train.val_hd95``), ``last.pt`` (model, optimiser,
-scheduler, scaler, epoch, MLflow run id) and ``best.pt``; both checkpoints load with
-``torch.load(weights_only=True)``.
+:func:`train` runs them all. The run folder holds ``config.json`` (the plan: what was
+trained), ``data.json``, ``history.json`` (per epoch: loss, learning rate, minutes spent
+training so far; per validation: Dice, and HD95 with ``train.val_hd95``), ``last.pt``
+(model, optimiser, scheduler, scaler, epoch, MLflow run id, ``finished``) and ``best.pt``;
+both checkpoints load with ``torch.load(weights_only=True)``.
 
 A run interrupted at any point (a Colab disconnect) restarts with ``resume=True``: it
 reloads ``last.pt`` and continues the same run, curve and MLflow run. Each epoch draws
 its samples from ``seed + epoch``, so a resumed run sees what an uninterrupted one would.
 Under ``torchrun --nproc_per_node N`` the same code trains with DistributedDataParallel;
-ranks draw different samples, only rank 0 validates, logs and writes files.
+ranks draw different samples, only rank 0 calls the handlers (validates, logs, writes).
 """
 
 from __future__ import annotations
@@ -51,10 +51,8 @@ from tqdm.auto import tqdm
 from ibsr_helpers.data import Volume, describe_source, discover, load_split
 from ibsr_helpers.environment import get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.inference import Run, predict_volume
+from ibsr_helpers.handlers import Checkpoint, Handler, Progress, Validation
 from ibsr_helpers.io import load_nifti
-from ibsr_helpers.layout import TISSUES
-from ibsr_helpers.metrics import evaluate_segmentation
 from ibsr_helpers.models import build_model_from_config, spatial_dims
 from ibsr_helpers.pipeline import build_pipeline
 from ibsr_helpers.plan import PLAN, fit_budget, plan_difference, resolve_spacing
@@ -67,9 +65,9 @@ from ibsr_helpers.provenance import (
     record_difference,
 )
 from ibsr_helpers.step import build_train_step
-from ibsr_helpers.tracking import Tracker
+from ibsr_helpers.tracking import Tracking
 
-__all__ = ["TrainResult", "Trainer", "run_folder", "train", "validate"]
+__all__ = ["TrainResult", "Trainer", "run_folder", "standard_handlers", "train"]
 
 
 @dataclass
@@ -92,46 +90,6 @@ class TrainResult:
     best_epoch: int = -1
     seconds: float = 0.0
     trained: bool = True
-
-
-def validate(
-    run: Run,
-    volumes: Sequence[Volume],
-    tta: bool = False,
-    keep_first: bool = False,
-    hd95: bool = False,
-) -> dict[str, Any]:
-    """Per-tissue Dice (and HD95) on whole validation volumes, scored on their own grids.
-
-    Args:
-        run: The model to score.
-        volumes: Labelled raw volumes (their preprocessing for the run is cached on them).
-        tta: Flip test-time augmentation.
-        keep_first: Also return the first volume's segmentation under ``"first_seg"``
-            (the training run draws its overlay from it instead of predicting again).
-        hd95: Also score HD95 per tissue (about a second more per volume).
-
-    Returns:
-        ``{"val_dice_CSF": …, "val_dice_GM": …, "val_dice_WM": …, "val_mean_dice": …}``
-        averaged over the volumes (with ``hd95``, ``val_hd95_<tissue>`` and
-        ``val_mean_hd95`` in mm too).
-    """
-    was_training = run.model.training
-    run.model.eval()
-    rows, first = [], None
-    for v in volumes:
-        seg, _ = predict_volume(run, v, tta=tta)
-        first = seg if first is None else first
-        rows.append(evaluate_segmentation(seg, v.label, v.spacing, hd=hd95))
-    run.model.train(was_training)
-    out: dict[str, Any] = {}
-    for metric in ("dice", "hd95") if hd95 else ("dice",):
-        for t in TISSUES:
-            out[f"val_{metric}_{t}"] = float(np.mean([r[t][metric] for r in rows]))
-        out[f"val_mean_{metric}"] = float(np.mean([out[f"val_{metric}_{t}"] for t in TISSUES]))
-    if keep_first:
-        out["first_seg"] = first
-    return out
 
 
 def _check_volume_boxes(config: dict[str, Any], volumes: Sequence[Prepared]) -> None:
@@ -160,12 +118,6 @@ def _check_volume_boxes(config: dict[str, Any], volumes: Sequence[Prepared]) -> 
         )
 
 
-def _save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -188,6 +140,8 @@ class Trainer:
         other_data: What to do when ``out_dir`` holds a run trained on other data:
             ``"refuse"`` (an error naming both) or ``"retrain"`` (move that run aside to
             ``<out_dir>-<kind>-<fingerprint>``, say so, and train afresh).
+        handlers: Called at the run's events, in order (:mod:`ibsr_helpers.handlers`);
+            none by default here (:func:`train` adds the standard ones).
     """
 
     def __init__(
@@ -198,6 +152,7 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         other_data: str = "refuse",
+        handlers: Sequence[Handler] | None = None,
     ) -> None:
         if other_data not in ("refuse", "retrain"):
             raise IBSRError(f"other_data must be 'refuse' or 'retrain', got {other_data!r}")
@@ -206,26 +161,31 @@ class Trainer:
         self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
         self.resume, self.progress, self.other_data = resume, progress, other_data
         self.data: dict[str, Any] = {}
-        device = get_device(config.get("device"))
-        if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        self.device = device
-        self.started_dist = False
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            self.started_dist = True
-        self.rank, self.world = _dist_info()
-        self.main = self.rank == 0
+        self.device = get_device(config.get("device"))
+        self.started_dist, self.rank, self.world, self.main = False, 0, 1, True
         self.seed = seed_everything(int(self.config["seed"]))
         self.history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "val_epoch": []}
         self.best, self.best_epoch, self.start_epoch = -1.0, -1, 0
         self.best_seg: np.ndarray | None = None
         self.step_seconds: float | None = None  # measured by fit_to_minutes
-        self.run_id: str | None = None
         self.train_seconds = 0.0  # time spent in training steps, over resumes too
         self.train_set: list[Prepared] = []
-        self.val_set: list[Volume] = []
+        self.val_set: list[Volume] = []  # filled by the Validation handler
+        self.resumed: dict[str, Any] = {}  # what last.pt held, for the handlers
+        self.extra_state: dict[str, Any] = {}  # what handlers want saved in last.pt
+        self.handlers: list[Handler] = list(handlers) if handlers is not None else []
+
+    # 0 ---------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Join the process group under ``torchrun`` (one process per GPU or CPU rank)."""
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(self.device)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.started_dist = True
+        self.rank, self.world = _dist_info()
+        self.main = self.rank == 0
 
     # 1 ---------------------------------------------------------------------------------
     def check_folder(self) -> TrainResult | None:
@@ -278,10 +238,8 @@ class Trainer:
             )
         self.config = plan
         state = torch.load(last, map_location="cpu", weights_only=True)
-        if int(state["epoch"]) + 1 < int(self.config["train"]["epochs"]):
-            return None
-        if not (self.out_dir / "curves.png").exists():
-            return None  # trained, but interrupted before finish(): finish it
+        if not state.get("finished"):
+            return None  # interrupted: continue it (or only complete its handlers)
         history = json.loads((self.out_dir / "history.json").read_text())
         return TrainResult(
             self.out_dir,
@@ -309,20 +267,16 @@ class Trainer:
 
     # 2 ---------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Read every subject once and prepare it; build the training input."""
-        dcfg, tcfg = self.config["data"], self.config["train"]
+        """Read every training subject once and prepare it; build the training input."""
+        dcfg = self.config["data"]
         name = self.config["model"]["name"]
         if (spatial_dims(name) == 2) != (dcfg["mode"] == "slices"):
             raise IBSRError(
                 f"model {name!r} is {spatial_dims(name)}D but data.mode is {dcfg['mode']!r}"
             )
-        n_val = int(tcfg["max_val_subjects"] or 0) or None
         self.train_set = prepare_for(
             self.config, load_split(self.data_dir, "train", None, self.progress)
         )
-        if self.main:
-            self.val_set = load_split(self.data_dir, "val", n_val, self.progress)
-            prepare_for(self.config, self.val_set)  # cached on the volumes
         _check_volume_boxes(self.config, self.train_set)
         self.pipeline = build_pipeline(
             self.config, self.train_set, self.device, self.seed, self.rank, self.world
@@ -403,7 +357,11 @@ class Trainer:
 
     # 4 ---------------------------------------------------------------------------------
     def restore(self) -> None:
-        """Continue from ``last.pt`` when resuming (weights, optimiser, history, MLflow id)."""
+        """Continue from ``last.pt`` when resuming (weights, step, history, best score).
+
+        What ``last.pt`` holds is kept in :attr:`resumed` for the handlers (the MLflow run
+        id, say).
+        """
         last = self.out_dir / "last.pt"
         if not (self.resume and last.exists()):
             return
@@ -412,14 +370,14 @@ class Trainer:
         self.step.load_state_dict(state)
         self.start_epoch = int(state["epoch"]) + 1
         self.best, self.best_epoch = float(state["best_dice"]), int(state["best_epoch"])
-        self.run_id = state.get("mlflow_run_id") or None
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.resumed = state
         if (self.out_dir / "history.json").exists():
             self.history = json.loads((self.out_dir / "history.json").read_text())
 
     # 5 ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """Train for one epoch; returns ``{"train_loss", "lr"}``."""
+        """Train for one epoch; record it in the history; returns ``{"train_loss", "lr"}``."""
         self.net.train()
         self.pipeline.set_epoch(epoch)
         epochs = int(self.config["train"]["epochs"])
@@ -436,90 +394,40 @@ class Trainer:
             losses.append(self.step(*self.pipeline.to_device(batch)))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         self.train_seconds += time.perf_counter() - start
-        return {
+        record = {
             "train_loss": float(np.mean(losses)),
             "lr": float(self.step.scheduler.get_last_lr()[0]),
         }
-
-    def validate_and_checkpoint(self, epoch: int, record: dict[str, float]) -> dict[str, float]:
-        """Validate when due, keep the best weights, write ``last.pt`` and the history."""
-        tcfg = self.config["train"]
         self.history["epoch"].append(epoch)
         self.history["train_loss"].append(record["train_loss"])
         self.history["lr"].append(record["lr"])
         self.history.setdefault("minutes", []).append(round(self.train_seconds / 60, 3))
-        if (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch == int(tcfg["epochs"]) - 1:
-            run = Run(self.model, self.config, self.out_dir)
-            scores = validate(run, self.val_set, keep_first=True, hd95=bool(tcfg["val_hd95"]))
-            first_seg = scores.pop("first_seg")
-            record = {**record, **scores}
-            self.history["val_epoch"].append(epoch)
-            for key, value in scores.items():
-                self.history.setdefault(key, []).append(value)
-            if scores["val_mean_dice"] > self.best:
-                self.best, self.best_epoch, self.best_seg = (
-                    scores["val_mean_dice"],
-                    epoch,
-                    first_seg,
-                )
-                _save(
-                    {"model": self.model.state_dict(), "epoch": epoch, "dice": self.best},
-                    self.out_dir / "best.pt",
-                )
-        _save(
-            {
-                "model": self.model.state_dict(),
-                **self.step.state_dict(),
-                "epoch": epoch,
-                "best_dice": self.best,
-                "best_epoch": self.best_epoch,
-                "mlflow_run_id": self.run_id or "",
-                "train_seconds": self.train_seconds,
-            },
-            self.out_dir / "last.pt",
-        )
-        (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=1))
         return record
 
     # 6 ---------------------------------------------------------------------------------
-    def finish(self, tracker: Tracker) -> None:
-        """Write the learning curve and a validation overlay; log them and the weights.
+    def fire(self, event: str, *args: Any) -> None:
+        """Call every handler's ``event`` in order (rank 0 only: the others only train)."""
+        if self.main:
+            for handler in self.handlers:
+                getattr(handler, event)(self, *args)
 
-        ``best_seg`` is the best model's segmentation of the first validation volume when
-        this call saw that validation; after a resume it may be None, and the best weights
-        predict it.
-        """
-        import matplotlib.pyplot as plt
-
-        from ibsr_helpers.plots import plot_learning_curves, plot_prediction_overlay
-
-        fig = plot_learning_curves(self.history)
-        fig.savefig(self.out_dir / "curves.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        best = self.out_dir / "best.pt"
-        if self.best_seg is None and best.exists():
-            state = torch.load(best, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(state["model"])
-            self.best_seg, _ = predict_volume(Run(self.model.eval(), self.config), self.val_set[0])
-        if self.best_seg is not None:
-            fig = plot_prediction_overlay(self.val_set[0], self.best_seg)
-            fig.savefig(self.out_dir / "val_overlay.png", dpi=100, bbox_inches="tight")
-            plt.close(fig)
-        for name in (
-            "best.pt",
-            "curves.png",
-            "val_overlay.png",
-            "config.json",
-            "history.json",
-            DATA_RECORD,
-        ):
-            if (self.out_dir / name).exists():
-                tracker.log_artifact(self.out_dir / name)
+    def tags(self) -> dict[str, str]:
+        """What a tracker records about the run: data, device, precision, seed."""
+        return {
+            "data": describe_source(self.data_dir),
+            "data_fingerprint": self.data["fingerprint"],
+            "device": str(self.device),
+            "precision": self.step.precision.name,
+            "seed": str(self.seed),
+            "world_size": str(self.world),
+            **({"step_seconds": f"{self.step_seconds:.3f}"} if self.step_seconds else {}),
+        }
 
     def run(self) -> TrainResult:
-        """All the steps, with MLflow tracking around them."""
+        """All the steps, the handlers called at the run's events."""
         start_time = time.time()
         try:
+            self.connect()
             finished = self.check_folder()
             if finished is not None:
                 finished.seconds = time.time() - start_time
@@ -533,45 +441,19 @@ class Trainer:
                 (self.out_dir / "config.json").write_text(json.dumps(self.config, indent=2))
                 (self.out_dir / DATA_RECORD).write_text(json.dumps(self.data, indent=1))
             self.restore()
-            tracker = Tracker(
-                self.out_dir,
-                experiment=str(self.config.get("experiment", "ibsr18")),
-                enabled=self.main and str(self.config.get("tracking", "mlflow")) != "none",
-            )
-            self.run_id = tracker.start(
-                run_name=str(self.config.get("name", self.out_dir.name)),
-                run_id=self.run_id,
-                tags={
-                    "data": describe_source(self.data_dir),
-                    "data_fingerprint": self.data["fingerprint"],
-                    "device": str(self.device),
-                    "precision": self.step.precision.name,
-                    "seed": str(self.seed),
-                    "world_size": str(self.world),
-                    **({"step_seconds": f"{self.step_seconds:.3f}"} if self.step_seconds else {}),
-                },
-            )
-            if self.start_epoch == 0:
-                tracker.log_params(self.config)
             status = "FAILED"
             try:
+                self.fire("started")
                 for epoch in range(self.start_epoch, int(self.config["train"]["epochs"])):
                     record = self.train_epoch(epoch)
-                    if not self.main:
-                        continue
-                    record = self.validate_and_checkpoint(epoch, record)
-                    tracker.log_metrics(record, step=epoch)
-                    if self.progress:
-                        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "lr")
-                        tqdm.write(f"epoch {epoch + 1}/{self.config['train']['epochs']}: {shown}")
-                if self.main:
-                    self.finish(tracker)
+                    self.fire("epoch_completed", epoch, record)
+                self.fire("completed")
                 status = "FINISHED"
             except KeyboardInterrupt:
                 status = "KILLED"
                 raise
             finally:
-                tracker.end(status)
+                self.fire("ended", status)
                 if self.world > 1:
                     dist.barrier()
         finally:
@@ -594,6 +476,16 @@ def run_folder(runs_dir: str | Path, config: dict[str, Any], variant: str = "") 
     return Path(runs_dir) / name
 
 
+def standard_handlers(progress: bool = True) -> list[Handler]:
+    """The handlers :func:`train` uses unless told otherwise, in their order.
+
+    Validation, then checkpoints (``best.pt`` follows validation), MLflow, and one line per
+    epoch when ``progress``. Add the figures (``ibsr_helpers.plots.TrainingFigures``) or
+    drop any of these: ``train(..., handlers=[*standard_handlers(), TrainingFigures()])``.
+    """
+    return [Validation(), Checkpoint(), Tracking(), *([Progress()] if progress else [])]
+
+
 def train(
     config: dict[str, Any],
     data_dir: str | Path,
@@ -601,6 +493,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     other_data: str = "refuse",
+    handlers: Sequence[Handler] | None = None,
 ) -> TrainResult:
     """Train one model as the config says (all the :class:`Trainer` steps).
 
@@ -613,6 +506,7 @@ def train(
         progress: Show tqdm bars.
         other_data: ``"refuse"`` a folder holding a run trained on other data, or
             ``"retrain"``: move that run aside, say so, and train afresh (the notebooks).
+        handlers: Called at the run's events (default :func:`standard_handlers`).
 
     Returns:
         A :class:`TrainResult`.
@@ -620,7 +514,8 @@ def train(
     Raises:
         IBSRError: If the data has no training or validation subjects, or the run folder
             already holds a run and ``resume`` is false, holds a run trained on other data
-            (``other_data="refuse"``), or holds a run made with another
-            config (the message names the first differing setting).
+            (``other_data="refuse"``), or holds a run made with another config (the message
+            names the first differing setting).
     """
-    return Trainer(config, data_dir, out_dir, resume, progress, other_data).run()
+    chosen = standard_handlers(progress) if handlers is None else handlers
+    return Trainer(config, data_dir, out_dir, resume, progress, other_data, chosen).run()

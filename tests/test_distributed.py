@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node 2`` starts a small script that calls
 :func:`ibsr_helpers.training.train` unchanged, after wrapping three of the engine's
 names to observe it: the sampler (which indices each rank draws), ``Pipeline.to_device``
-(a checksum of every batch each rank trains on), ``_save`` (who writes checkpoints) and
+(a checksum of every batch each rank trains on), ``handlers.save_atomic`` (who writes
+checkpoints) and
 ``build_model_from_config`` (to keep the trained model).
 At the end each rank saves the weights it ended with. The test then checks that the
 ranks trained on different samples, ended with identical weights (DDP averages the
@@ -30,7 +31,7 @@ SCRIPT = textwrap.dedent("""
 
     import torch
 
-    from ibsr_helpers import training
+    from ibsr_helpers import handlers, pipeline, training
     from ibsr_helpers.datasets import EpochSampler
 
     data_dir, out_dir, log_dir = (Path(a) for a in sys.argv[1:4])
@@ -44,7 +45,7 @@ SCRIPT = textwrap.dedent("""
             return iter(drawn)
 
     built = []
-    to_device, save = training.Pipeline.to_device, training._save
+    to_device, save = pipeline.Pipeline.to_device, handlers.save_atomic
     build_model = training.build_model_from_config
 
     def recording_to_device(pipe, batch):
@@ -60,8 +61,8 @@ SCRIPT = textwrap.dedent("""
         built.append(build_model(*args, **kwargs))
         return built[-1]
 
-    training.EpochSampler = RecordingSampler
-    training.Pipeline.to_device, training._save = recording_to_device, recording_save
+    pipeline.EpochSampler = RecordingSampler
+    pipeline.Pipeline.to_device, handlers.save_atomic = recording_to_device, recording_save
     training.build_model_from_config = recording_build_model
 
     config = json.loads((log_dir / "config.json").read_text())

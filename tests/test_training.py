@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibsr_helpers import step, training
+from ibsr_helpers import handlers, step, training
 from ibsr_helpers.config import load_config
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import load_run
@@ -37,6 +37,12 @@ TINY = {
 }
 
 
+def _WITH_FIGURES():  # noqa: N802 - a constant's spelling: the standard set plus figures
+    from ibsr_helpers.plots import TrainingFigures
+
+    return [*training.standard_handlers(progress=False), TrainingFigures()]
+
+
 def _config(**overrides):
     return load_config(TINY, None, [f"{k}={v}" for k, v in overrides.items()])
 
@@ -58,7 +64,7 @@ class _KillAfter(torch.nn.Module):
 @pytest.fixture(scope="module")
 def uninterrupted(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "straight"
-    return training.train(_config(), demo_root, out, progress=False)
+    return training.train(_config(), demo_root, out, progress=False, handlers=_WITH_FIGURES())
 
 
 def _assert_same_last_weights(run_a: Path, run_b: Path) -> None:
@@ -85,7 +91,7 @@ def test_run_folder_contents(uninterrupted):
     assert 0 <= h["val_mean_dice"][0] <= 1
     # checkpoints load with weights_only=True, config beside them as JSON
     state = torch.load(run / "last.pt", weights_only=True)
-    assert state["epoch"] == 2 and state["mlflow_run_id"]
+    assert state["epoch"] == 2 and state["mlflow_run_id"] and state["finished"]
     config = load_run(run).config
     assert config["model"]["encoder_depth"] == 3
     assert config["data"]["spacing"] == [0.9375, 1.5, 0.9375]  # "auto" resolved and recorded
@@ -111,15 +117,15 @@ def test_resume_after_kill_matches_uninterrupted_run(
     uninterrupted, demo_root, tmp_path, monkeypatch
 ):
     out = tmp_path / "killed"
-    real_build_loss = training.build_loss
+    real_build_loss = step.build_loss
     # Kill in the middle of epoch 2 (calls 1-3 are epoch 1, call 5 is epoch 2's second step).
-    monkeypatch.setattr(training, "build_loss", lambda **kw: _KillAfter(real_build_loss(**kw), 5))
+    monkeypatch.setattr(step, "build_loss", lambda **kw: _KillAfter(real_build_loss(**kw), 5))
     with pytest.raises(KeyboardInterrupt):
         training.train(_config(), demo_root, out, progress=False)
     assert json.loads((out / "history.json").read_text())["epoch"] == [0]
     run_id = torch.load(out / "last.pt", weights_only=True)["mlflow_run_id"]
 
-    monkeypatch.setattr(training, "build_loss", real_build_loss)
+    monkeypatch.setattr(step, "build_loss", real_build_loss)
     with pytest.raises(IBSRError, match="--resume"):
         training.train(_config(), demo_root, out, progress=False)
     resumed = training.train(_config(), demo_root, out, resume=True, progress=False)
@@ -243,18 +249,67 @@ def test_a_run_is_never_reused_on_other_data(uninterrupted, demo_root, tmp_path,
 
 
 def test_overlay_reuses_the_validation_prediction(demo_root, tmp_path, monkeypatch):
+    from ibsr_helpers import inference
+
     calls = []
-    real = training.predict_volume
+    real = inference.predict_probabilities
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "predict_volume", counting)
+    monkeypatch.setattr(inference, "predict_probabilities", counting)
     cfg = _config(**{"train.epochs": 1, "train.val_every": 1})
-    training.train(cfg, demo_root, tmp_path / "one", progress=False)
+    training.train(cfg, demo_root, tmp_path / "one", progress=False, handlers=_WITH_FIGURES())
     assert len(calls) == 1  # one validation volume, predicted once
     assert (tmp_path / "one" / "val_overlay.png").is_file()
+
+
+def test_handlers_are_the_callers_choice(demo_root, tmp_path):
+    """No handler: the engine trains and writes its plan, nothing else (no checkpoint, no
+    validation, no figures); a handler of one's own sees every event in order."""
+
+    class Recorder(handlers.Handler):
+        def __init__(self):
+            self.events = []
+
+        def started(self, trainer):
+            self.events.append("started")
+
+        def epoch_completed(self, trainer, epoch, record):
+            self.events.append(f"epoch {epoch}: {sorted(record)}")
+
+        def completed(self, trainer):
+            self.events.append("completed")
+
+        def ended(self, trainer, status):
+            self.events.append(status)
+
+    recorder = Recorder()
+    cfg = _config(**{"train.epochs": 2, "tracking": "none"})
+    result = training.train(cfg, demo_root, tmp_path / "bare", progress=False, handlers=[recorder])
+    assert recorder.events == [
+        "started",
+        "epoch 0: ['lr', 'train_loss']",
+        "epoch 1: ['lr', 'train_loss']",
+        "completed",
+        "FINISHED",
+    ]
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["config.json", "data.json"]
+    assert result.best_epoch == -1 and result.history["epoch"] == [0, 1]
+
+
+def test_the_engine_imports_no_figures():
+    """Figures are a handler the caller adds: the engine's modules never import plots."""
+    import ast
+
+    root = Path(training.__file__).parent
+    for name in ("training", "handlers", "step", "pipeline", "plan", "tracking"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        } | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in imported if m.startswith("ibsr_helpers.plots")}, name
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -289,13 +344,13 @@ def test_a_tight_budget_shortens_the_epochs_and_resume_keeps_them(
     """A 3-minute budget at (pretended) 30 s a step: 3 epochs x 2 steps instead of 3 x 3."""
     monkeypatch.setattr(training, "time_train_steps", lambda *a, **k: {"step_s": 30.0})
     calls = []
-    real_build_loss = training.build_loss
+    real_build_loss = step.build_loss
 
     def counting(**kw):
         loss = real_build_loss(**kw)
         return lambda *args: calls.append(1) or loss(*args)
 
-    monkeypatch.setattr(training, "build_loss", counting)
+    monkeypatch.setattr(step, "build_loss", counting)
     cfg = _config(**{"train.minutes": 3, "tracking": "none"})
     out = tmp_path / "tight"
     result = training.train(cfg, demo_root, out, progress=True)
