@@ -68,7 +68,8 @@ def test_console_script_help():
 def _third_party_imports() -> dict[str, list[tuple[str, bool]]]:
     """Top-level module -> (where, at module level?) for every import in ibsr_helpers."""
     found: dict[str, list[tuple[str, bool]]] = {}
-    for path in sorted((ROOT / "ibsr_helpers").glob("*.py")):
+    for path in sorted((ROOT / "ibsr_helpers").rglob("*.py")):  # subpackages too (plots/)
+        rel = path.relative_to(ROOT / "ibsr_helpers").as_posix()
         tree = ast.parse(path.read_text(), filename=str(path))
         top_level = {id(node) for node in tree.body}
         for node in ast.walk(tree):
@@ -82,7 +83,7 @@ def _third_party_imports() -> dict[str, list[tuple[str, bool]]]:
                 top = name.split(".")[0]
                 if top in sys.stdlib_module_names or top == "ibsr_helpers":
                     continue
-                where = (f"{path.name}:{node.lineno}", id(node) in top_level)
+                where = (f"{rel}:{node.lineno}", id(node) in top_level)
                 found.setdefault(top, []).append(where)
     return found
 

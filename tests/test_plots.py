@@ -150,7 +150,7 @@ def test_triplanar_rejects_mismatched_label(volumes):
 
 def test_histogram_bins_follow_integer_steps():
     values = np.repeat(np.arange(300.0), 7)  # uniform integers: a flat histogram
-    centres, density = plots._histogram(values, bins=120)
+    centres, density = plots.data._histogram(values, bins=120)
     assert len(centres) == 100  # 3 intensity steps per bin
     np.testing.assert_allclose(density, 1 / 300, rtol=1e-9)
     naive, _ = np.histogram(values, bins=120, density=True)  # 2 or 3 steps per bin: a comb
