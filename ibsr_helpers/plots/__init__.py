@@ -35,6 +35,7 @@ from ibsr_helpers.plots.evaluation import (
     plot_subject_heatmap,
 )
 from ibsr_helpers.plots.training import (
+    TrainingFigures,
     plot_learning_curves,
     plot_lr_schedule,
     plot_patch_centres,
@@ -45,6 +46,7 @@ from ibsr_helpers.plots.training import (
 
 __all__ = [
     "SPLIT_COLORS",
+    "TrainingFigures",
     "plot_triplanar",
     "plot_intensity_histograms",
     "plot_tissue_volumes",

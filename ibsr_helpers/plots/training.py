@@ -10,7 +10,7 @@ circle (the schedule comes from :mod:`ibsr_helpers.step`, below both).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -34,6 +34,7 @@ from ibsr_helpers.display import (
     unpack_volume,
 )
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.handlers import Handler
 from ibsr_helpers.layout import LABELS, TISSUES
 from ibsr_helpers.preprocessing import PLANE_AXIS
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ibsr_helpers.preprocessing import Prepared
 
 __all__ = [
+    "TrainingFigures",
     "plot_learning_curves",
     "plot_lr_schedule",
     "plot_prediction_overlay",
@@ -376,3 +378,38 @@ def plot_sliding_window(
         f"{'x'.join(map(str, image.shape))} at overlap {overlap:g}"
     )
     return fig
+
+
+class TrainingFigures(Handler):
+    """A training run's figures, drawn when it completes: ``curves.png`` and ``val_overlay.png``.
+
+    The engine's handler for figures (:mod:`ibsr_helpers.handlers`): the CLI and the
+    notebooks add it, so the engine itself never imports a figure module. The overlay
+    shows the best model on the first validation volume: the segmentation validation kept
+    (``trainer.best_seg``), or, after a resume, the best weights' prediction.
+
+    Args:
+        dpi: Resolution of the saved figures.
+    """
+
+    def __init__(self, dpi: int = 100) -> None:
+        self.dpi = dpi
+
+    def completed(self, trainer: Any) -> None:
+        """Write ``curves.png`` and, when there is a validation volume, ``val_overlay.png``."""
+        import matplotlib.pyplot as plt
+
+        from ibsr_helpers.inference import load_run, predict_volume
+
+        fig = plot_learning_curves(trainer.history)
+        fig.savefig(trainer.out_dir / "curves.png", dpi=self.dpi, bbox_inches="tight")
+        plt.close(fig)
+        if not trainer.val_set:
+            return
+        seg = trainer.best_seg
+        if seg is None and (trainer.out_dir / "best.pt").exists():
+            seg, _ = predict_volume(load_run(trainer.out_dir, trainer.device), trainer.val_set[0])
+        if seg is not None:
+            fig = plot_prediction_overlay(trainer.val_set[0], seg)
+            fig.savefig(trainer.out_dir / "val_overlay.png", dpi=self.dpi, bbox_inches="tight")
+            plt.close(fig)
