@@ -1,4 +1,4 @@
-"""Runtime environment: device and mixed precision choice, seeding, a one-line summary.
+"""What this machine and installation can do: device, precision, imports, the network.
 
 Device (``device: auto``): CUDA when there is a GPU, else Apple silicon's ``mps``, else
 the CPU. On ``mps`` an operation PyTorch has not written for Apple GPUs (3D
@@ -20,6 +20,16 @@ any other CPU                                fp32
 
 ``fp32``, ``bf16`` or ``fp16`` force one. Weights and optimiser state stay fp32 either
 way; autocast runs the convolutions in the low precision.
+
+Installation: :func:`import_smp` imports ``segmentation_models_pytorch`` even where the
+installed torchvision's compiled ops cannot load (see the comment above it).
+
+Network: :func:`hub_offline` tells whether pretrained weights can be downloaded from the
+Hugging Face Hub here (offline mode asked for, or the Hub unreachable), so that building a
+network with pretrained weights fails fast instead of retrying (:mod:`ibsr_helpers.models`).
+
+Also seeding (:func:`seed_everything`), Colab's storage and secrets, and a one-line
+:func:`environment_summary`.
 """
 
 from __future__ import annotations
@@ -28,9 +38,12 @@ import contextlib
 import os
 import platform
 import random
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -48,6 +61,8 @@ __all__ = [
     "colab_secrets_to_env",
     "storage",
     "environment_summary",
+    "import_smp",
+    "hub_offline",
 ]
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -259,3 +274,112 @@ def environment_summary() -> str:
         f" | torch {torch.__version__} | MONAI {monai.__version__} | device: {dev}"
         f" | precision: {choose_precision(device).name} | {where}"
     )
+
+
+# --------------------------------------------------------------------------- torchvision shim
+# The registry's torchvision wheel is a CUDA build. Next to the CPU torch its compiled ops
+# (``torchvision/_C``) cannot load, and ``import torchvision`` then dies in
+# ``_meta_registrations.py``, which registers fake kernels for ``torchvision::nms`` and
+# ``torchvision::qnms`` unconditionally ("operator torchvision::nms does not exist").
+# timm and segmentation_models_pytorch import torchvision, so they die too. Defining the two
+# schemas (as torchvision 0.28's compiled ``_C`` library declares them)
+# is enough for the import to succeed; the ops themselves stay unavailable, and no model
+# here uses them. Where torchvision works (a matching CUDA torch, Colab) nothing is done.
+# It runs at first use (import_smp), never when this module is imported.
+_TORCHVISION_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+# Kept alive (also across importlib.reload / %autoreload): dropping it undefines the ops.
+_torchvision_library: torch.library.Library | None = globals().get("_torchvision_library")
+
+
+def _torchvision_op_exists(op: str) -> bool:
+    try:
+        getattr(torch.ops.torchvision, op)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _ensure_torchvision() -> None:
+    """Make ``import torchvision`` work; a no-op where it already does. Idempotent."""
+    global _torchvision_library
+    if "torchvision" in sys.modules:
+        return
+    try:
+        import torchvision  # noqa: F401
+
+        return
+    except ModuleNotFoundError:
+        return  # not installed: only the smp models will be missing
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    # Forget the half-imported package so the second import starts afresh.
+    for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+        del sys.modules[key]
+    missing = [s for s in _TORCHVISION_SCHEMAS if not _torchvision_op_exists(s.split("(")[0])]
+    if missing:
+        library = torch.library.Library("torchvision", "DEF")
+        for schema in missing:
+            library.define(schema)
+        _torchvision_library = library
+    import torchvision  # noqa: F401, F811
+
+
+def import_smp() -> ModuleType:
+    """Import ``segmentation_models_pytorch``, first making torchvision importable.
+
+    Returns:
+        The ``segmentation_models_pytorch`` module.
+
+    """
+    _ensure_torchvision()
+    import segmentation_models_pytorch
+
+    return segmentation_models_pytorch
+
+
+# --------------------------------------------------------------------------- the network
+_TRUE = {"1", "ON", "YES", "TRUE"}
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _offline_requested() -> bool:
+    from huggingface_hub import constants
+
+    env = any(
+        os.environ.get(var, "").strip().upper() in _TRUE
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Tell whether a TCP connection to the Hugging Face Hub opens within ``timeout`` s."""
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return True  # only the proxy knows; let the hub client try
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def hub_offline() -> bool:
+    """Whether nothing can be downloaded from the Hugging Face Hub here.
+
+    True when offline mode is asked for (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``
+    set, or ``huggingface_hub``'s own switch on), else when a connection to the Hub does not
+    open within 3 s. Behind a proxy (``HTTPS_PROXY`` or ``ALL_PROXY`` set) the Hub counts as
+    reachable: only the proxy knows. The network is not probed when offline mode is asked for.
+
+    Returns:
+        True where the hub client should run in offline mode (only cached files load).
+    """
+    return _offline_requested() or not _hub_reachable()

@@ -217,6 +217,54 @@ def evaluate_folders(
     gts = _find(gt_dir, "labels")
     if not gts:
         raise IBSRError("no ground-truth label (ID_seg.nii.gz) found", gt_dir)
+    pairs = _pair_predictions(pred_dir, gt_dir, gts, strict, keep_going)
+    bad = dict(pairs.bad)
+    clean = _cleaner(postprocess, gt_dir)
+    rows = []
+    for sid in tqdm(
+        sorted(gts), desc="evaluating", unit="subject", disable=not progress, leave=False
+    ):
+        gt_path, scores, status = gts[sid], None, "missing" if sid not in bad else "bad"
+        if sid in pairs.preds:
+            pred_path = pairs.preds[sid]
+            scores, problem = _score_prediction(sid, pred_path, gt_path, clean, keep_going)
+            if problem is None:
+                status = "scored"
+            else:
+                bad[sid] = f"{pred_path.relative_to(pred_dir)}: {problem}"
+                status = "bad"
+        if scores is None:
+            gt_img = load_nifti(gt_path)
+            scores = missing_scores(tuple(gt_img.shape[:3]), _spacing(gt_img))
+        rows += [{"subject": sid, "tissue": t, **scores[t], "status": status} for t in TISSUES]
+    table = pd.DataFrame(rows, columns=["subject", "tissue", *METRICS, "status"])
+    return FolderScores(table, pairs.missing, pairs.extra, dict(sorted(bad.items())))
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Prediction files matched to ground-truth subjects (see :func:`_pair_predictions`)."""
+
+    preds: dict[str, Path]
+    missing: list[str]
+    extra: list[Path]
+    bad: dict[str, str]
+
+
+def _pair_predictions(
+    pred_dir: Path, gt_dir: Path, gts: Mapping[str, Path], strict: bool, keep_going: bool
+) -> _Pairs:
+    """Match the prediction files under ``pred_dir`` to the ground-truth subjects ``gts``.
+
+    Returns:
+        The one prediction file of each subject that has one, the subjects without one,
+        the files that match no subject (relative to ``pred_dir``) and, with
+        ``keep_going``, the subjects with two files.
+
+    Raises:
+        IBSRError: With ``strict``, if a prediction is missing or extra; unless
+            ``keep_going``, if a subject has two files or no prediction matches.
+    """
     found, unnamed = _files_by_subject(pred_dir)
     extra = sorted(
         p.relative_to(pred_dir)
@@ -248,41 +296,63 @@ def evaluate_folders(
             f"those {len(gts)} subjects)",
             pred_dir,
         )
+    return _Pairs(preds, missing, extra, bad)
+
+
+def _cleaner(
+    postprocess: PostProcessing | None, gt_dir: Path
+) -> Callable[[str, np.ndarray], np.ndarray]:
+    """``(subject, prediction) -> prediction`` after ``postprocess`` (as is without one).
+
+    ``mask`` reads the subject's image ``ID.nii.gz`` from ``gt_dir``.
+
+    Raises:
+        IBSRError: If an image under ``gt_dir`` has two files; when called, if ``mask``
+            finds no image for the subject.
+    """
     images = _find(gt_dir, "images") if postprocess is not None and postprocess.mask else {}
-    rows = []
-    for sid in tqdm(
-        sorted(gts), desc="evaluating", unit="subject", disable=not progress, leave=False
-    ):
-        gt_path, scores, status = gts[sid], None, "missing" if sid not in bad else "bad"
-        if sid in preds:
-            gt, gt_img = read_labels(gt_path)
-            try:
-                pred = _read_prediction(preds[sid], gt.shape, gt_img, gt_path)
-            except IBSRError as exc:
-                if not keep_going:
-                    raise
-                bad[sid] = f"{preds[sid].relative_to(pred_dir)}: {exc.problem}"
-                status = "bad"
-            else:
-                if postprocess is not None and postprocess.active:
-                    scan = None
-                    if postprocess.mask:
-                        if sid not in images:
-                            raise IBSRError(
-                                f"post-processing 'mask' needs the image {sid}.nii.gz beside "
-                                "the labels",
-                                gt_dir,
-                            )
-                        scan = SimpleNamespace(image=read_volume(images[sid])[0])
-                    pred = postprocess(pred, scan)
-                scores = evaluate_segmentation(pred, gt, _spacing(gt_img), hd=True)
-                status = "scored"
-        if scores is None:
-            gt_img = load_nifti(gt_path)
-            scores = missing_scores(tuple(gt_img.shape[:3]), _spacing(gt_img))
-        rows += [{"subject": sid, "tissue": t, **scores[t], "status": status} for t in TISSUES]
-    table = pd.DataFrame(rows, columns=["subject", "tissue", *METRICS, "status"])
-    return FolderScores(table, missing, extra, dict(sorted(bad.items())))
+
+    def clean(sid: str, pred: np.ndarray) -> np.ndarray:
+        if postprocess is None or not postprocess.active:
+            return pred
+        scan = None
+        if postprocess.mask:
+            if sid not in images:
+                raise IBSRError(
+                    f"post-processing 'mask' needs the image {sid}.nii.gz beside the labels",
+                    gt_dir,
+                )
+            scan = SimpleNamespace(image=read_volume(images[sid])[0])
+        return postprocess(pred, scan)
+
+    return clean
+
+
+def _score_prediction(
+    sid: str,
+    pred_path: Path,
+    gt_path: Path,
+    clean: Callable[[str, np.ndarray], np.ndarray],
+    keep_going: bool,
+) -> tuple[dict[str, dict[str, float]] | None, str | None]:
+    """Score one subject's prediction against its ground truth, after ``clean``.
+
+    Returns:
+        ``(scores, None)``, or with ``keep_going`` ``(None, problem)`` for a prediction
+        that cannot be used (unreadable, wrong shape, affine or label values).
+
+    Raises:
+        IBSRError: As :func:`_read_prediction` (unless ``keep_going``), or if the ground
+            truth cannot be read or ``clean`` fails.
+    """
+    gt, gt_img = read_labels(gt_path)
+    try:
+        pred = _read_prediction(pred_path, gt.shape, gt_img, gt_path)
+    except IBSRError as exc:
+        if not keep_going:
+            raise
+        return None, exc.problem
+    return evaluate_segmentation(clean(sid, pred), gt, _spacing(gt_img), hd=True), None
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -37,7 +37,7 @@ from ibsr_helpers.data import Volume, load_subject
 from ibsr_helpers.environment import choose_precision
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
-from ibsr_helpers.models import build_model_from_config, channels_last_inputs
+from ibsr_helpers.models import build_model_from_config, channels_last_inputs, fixed_input_size
 from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared, Preprocessing, prepare
 from ibsr_helpers.scans import check_outputs, check_voxels, find_scans, skipped_note
 
@@ -174,11 +174,17 @@ def window_slices(
 
 
 def _check_fixed_size(run: Run, shape: Sequence[int]) -> None:
-    """UNETR takes one input size only: say so when a brain box is larger."""
-    cfg = run.config
-    if cfg["model"]["name"] != "unetr" or cfg["data"]["mode"] != "volume":
+    """A network that takes one input size only (UNETR): say so when a brain box is larger.
+
+    Checked in volume mode only (``data.mode: volume``), where the network sees the whole
+    brain box.
+
+    Raises:
+        IBSRError: If the run feeds whole volumes to such a network and ``shape`` differs.
+    """
+    expected = fixed_input_size(run.config)
+    if expected is None or run.config["data"]["mode"] != "volume":
         return
-    expected = tuple(int(s) for s in cfg["model"].get("img_size") or cfg["data"]["roi"])
     if tuple(shape) != expected:
         raise IBSRError(
             f"this brain needs a box of {tuple(shape)} voxels, but the run's UNETR takes "

@@ -3,8 +3,9 @@
 The engine never imports a network class itself: :func:`build_model_from_config` turns a
 training config into the network (its input channels, constructor settings and memory
 layout), in the style of smp's ``create_model``; :func:`config_divisor` says how much the
-preprocessing pads the input, :func:`spatial_dims` how to feed it. Extra keyword
-arguments (from a YAML config's ``model`` section) go to the constructor.
+preprocessing pads the input, :func:`fixed_input_size` the one size a network takes if it
+takes only one (UNETR), :func:`spatial_dims` how to feed it. Extra keyword arguments (from
+a YAML config's ``model`` section) go to the constructor.
 
 ==================  ====  ===========================================================
 name                dims  network
@@ -26,18 +27,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import os
-import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
 
 import torch
 from torch import nn
 
+from ibsr_helpers import environment
 from ibsr_helpers.errors import IBSRError
 
 __all__ = [
@@ -48,122 +45,30 @@ __all__ = [
     "model_kwargs",
     "model_in_channels",
     "config_divisor",
+    "fixed_input_size",
     "channels_last_inputs",
     "spatial_dims",
     "size_divisor",
     "count_parameters",
-    "import_smp",
     "FullResolutionUnet",
     "FullResolutionUNet3d",
 ]
 
-# --------------------------------------------------------------------------- torchvision shim
-# The registry's torchvision wheel is a CUDA build. Next to the CPU torch its compiled ops
-# (``torchvision/_C``) cannot load, and ``import torchvision`` then dies in
-# ``_meta_registrations.py``, which registers fake kernels for ``torchvision::nms`` and
-# ``torchvision::qnms`` unconditionally ("operator torchvision::nms does not exist").
-# timm and segmentation_models_pytorch import torchvision, so they die too. Defining the two
-# schemas (as torchvision 0.28's compiled ``_C`` library declares them)
-# is enough for the import to succeed; the ops themselves stay unavailable, and no model
-# here uses them. Where torchvision works (a matching CUDA torch, Colab) nothing is done.
-# It runs at first use (import_smp), never when this module is imported.
-_TORCHVISION_SCHEMAS = (
-    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-)
-# Kept alive (also across importlib.reload / %autoreload): dropping it undefines the ops.
-_torchvision_library: torch.library.Library | None = globals().get("_torchvision_library")
-
-
-def _torchvision_op_exists(op: str) -> bool:
-    try:
-        getattr(torch.ops.torchvision, op)
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
-def _ensure_torchvision() -> None:
-    """Make ``import torchvision`` work; a no-op where it already does. Idempotent."""
-    global _torchvision_library
-    if "torchvision" in sys.modules:
-        return
-    try:
-        import torchvision  # noqa: F401
-
-        return
-    except ModuleNotFoundError:
-        return  # not installed: only the smp models will be missing
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-    # Forget the half-imported package so the second import starts afresh.
-    for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-        del sys.modules[key]
-    missing = [s for s in _TORCHVISION_SCHEMAS if not _torchvision_op_exists(s.split("(")[0])]
-    if missing:
-        library = torch.library.Library("torchvision", "DEF")
-        for schema in missing:
-            library.define(schema)
-        _torchvision_library = library
-    import torchvision  # noqa: F401, F811
-
-
-def import_smp() -> ModuleType:
-    """Import ``segmentation_models_pytorch``, first making torchvision importable.
-
-    Returns:
-        The ``segmentation_models_pytorch`` module.
-
-    """
-    _ensure_torchvision()
-    import segmentation_models_pytorch
-
-    return segmentation_models_pytorch
-
 
 # --------------------------------------------------------------------------- pretrained weights
-_TRUE = {"1", "ON", "YES", "TRUE"}
-_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-def _offline_requested() -> bool:
-    from huggingface_hub import constants
-
-    env = any(
-        os.environ.get(var, "").strip().upper() in _TRUE
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-    return env or bool(constants.HF_HUB_OFFLINE)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Tell whether a TCP connection to the Hugging Face Hub opens within ``timeout`` s."""
-    if any(os.environ.get(var) for var in _PROXY_VARS):
-        return True  # only the proxy knows; let the hub client try
-    from huggingface_hub import constants
-
-    url = urlsplit(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def _with_pretrained_weights(
     build: Callable[[], nn.Module], encoder: str, weights: Any
 ) -> nn.Module:
     """Run ``build`` (which downloads encoder weights), failing fast when it cannot.
 
-    Offline (``HF_HUB_OFFLINE=1``) or with the Hub unreachable, the hub client is put in
-    offline mode, so weights already in the local cache still load and nothing retries.
+    Offline (``HF_HUB_OFFLINE=1``) or with the Hub unreachable
+    (:func:`ibsr_helpers.environment.hub_offline`), the hub client is put in offline mode,
+    so weights already in the local cache still load and nothing retries.
     """
     from huggingface_hub import constants
 
     saved = constants.HF_HUB_OFFLINE
-    if _offline_requested() or not _hub_reachable():
+    if environment.hub_offline():
         constants.HF_HUB_OFFLINE = True  # read by huggingface_hub at every request
     try:
         return build()
@@ -257,7 +162,7 @@ def _smp_unet(
     full_resolution_skip: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
-    smp = import_smp()
+    smp = environment.import_smp()
     if not (encoder_name.startswith("tu-") or encoder_name in smp.encoders.get_encoder_names()):
         raise IBSRError(
             f"encoder_name {encoder_name!r} is not an encoder of segmentation_models_pytorch "
@@ -420,10 +325,13 @@ class _Spec:
     divisor: Callable[[dict[str, Any]], int]
     #: The callables ``build`` passes its further keywords on to (imported when asked).
     passes_to: Callable[[], tuple[Callable[..., Any], ...]]
+    #: The constructor setting that fixes the input size (UNETR's ``img_size``); None for a
+    #: network that takes any size divisible by ``divisor``.
+    fixed_size_setting: str | None = None
 
 
 def _smp_targets() -> tuple[Callable[..., Any], ...]:
-    return (_smp_unet, import_smp().Unet)
+    return (_smp_unet, environment.import_smp().Unet)
 
 
 def _monai(name: str) -> Callable[[], tuple[Callable[..., Any], ...]]:
@@ -443,7 +351,7 @@ _REGISTRY: dict[str, _Spec] = {
     "unet2d": _Spec(_unet2d, 2, _smp_divisor, _smp_targets),
     "efficientunet2d": _Spec(_efficientunet2d, 2, _smp_divisor, _smp_targets),
     "unet3d": _Spec(_unet3d, 3, _unet3d_divisor, _monai("UNet")),
-    "unetr": _Spec(_unetr, 3, lambda kw: _UNETR_PATCH, _monai("UNETR")),
+    "unetr": _Spec(_unetr, 3, lambda kw: _UNETR_PATCH, _monai("UNETR"), "img_size"),
     "segresnet": _Spec(
         _segresnet,
         3,
@@ -569,15 +477,48 @@ def model_in_channels(config: dict[str, Any]) -> int:
     return 1
 
 
+def fixed_input_size(config: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The one input size ``(X, Y, Z)`` a config's network takes, if it takes only one.
+
+    UNETR's ViT has a fixed number of tokens: it takes exactly ``model.img_size``, which
+    defaults to the training patch (``data.mode: patches``) or else the brain box
+    (``data.roi``). Every other network takes any size divisible by :func:`config_divisor`.
+
+    Args:
+        config: A training config (``model`` and ``data`` sections are read).
+
+    Returns:
+        The three sides in voxels, or None for a network that takes any (divisible) size.
+
+    Raises:
+        IBSRError: Unknown model name.
+
+    Example:
+        >>> fixed_input_size({"model": {"name": "unetr"}, "data": {"mode": "volume",
+        ...                   "roi": [192, 128, 192]}})
+        (192, 128, 192)
+    """
+    setting = _spec(config["model"]["name"]).fixed_size_setting
+    if setting is None:
+        return None
+    size = config["model"].get(setting)
+    if size is None:
+        d = config["data"]
+        size = d["patch_size"] if d["mode"] == "patches" else d["roi"]
+    sides = (size,) * 3 if isinstance(size, int) else size
+    return tuple(int(side) for side in sides)  # type: ignore[return-value]
+
+
 def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     """The network's constructor settings from ``config["model"]`` (``name`` removed).
 
-    UNETR's fixed input size defaults to the training patch (patch mode) or the box.
+    A network with a fixed input size gets :func:`fixed_input_size` as that setting (UNETR's
+    ``img_size``) when the config does not give it.
     """
     kwargs = {k: v for k, v in config["model"].items() if k != "name"}
-    if config["model"]["name"] == "unetr" and "img_size" not in kwargs:
-        d = config["data"]
-        kwargs["img_size"] = d["patch_size"] if d["mode"] == "patches" else d["roi"]
+    setting = _spec(config["model"]["name"]).fixed_size_setting
+    if setting is not None and setting not in kwargs:
+        kwargs[setting] = list(fixed_input_size(config))  # type: ignore[arg-type]
     return kwargs
 
 

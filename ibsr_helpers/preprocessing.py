@@ -242,7 +242,8 @@ class Box:
     """Where the brain box lies in the reoriented (and resampled) scan, in voxels.
 
     ``start`` may be negative and ``start + size`` may pass the scan's edge: that part of
-    the box is zero padding.
+    the box is zero padding. :func:`prepare` reads ``start`` from the crop and pads MONAI
+    recorded (the prepared image's ``applied_operations``).
     """
 
     start: tuple[int, int, int]
@@ -368,8 +369,8 @@ def _transform(spec: Preprocessing, resample: bool):
             source_key="brain",
             select_fn=lambda x: x > 0,
             allow_smaller=False,
-            start_coord_key="box_start",
-            end_coord_key="box_end",
+            start_coord_key=None,
+            end_coord_key=None,
             allow_missing_keys=True,
         ),
         mt.SpatialPadd(keys, spatial_size=spec.roi, method="symmetric", allow_missing_keys=True),
@@ -378,8 +379,40 @@ def _transform(spec: Preprocessing, resample: bool):
     return mt.Compose(steps)
 
 
-def _symmetric_before(size: int, target: int) -> int:
-    return max(target - size, 0) // 2
+def _box_start(trace: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
+    """Where a prepared volume's first voxel lies in the reoriented (resampled) scan.
+
+    Read from the MetaTensor's ``applied_operations``: every crop MONAI applied records
+    the voxels it cut off (``extra_info["cropped"]``: before, after, axis by axis), every
+    pad the voxels it added (``extra_info["padded"]``: ``(before, after)`` per axis, the
+    channel first); ``CropForeground`` keeps its own pad in ``extra_info["pad_info"]``.
+    Reorientation and resampling record neither: the box is on their output grid.
+
+    Args:
+        trace: ``applied_operations`` of the prepared image (or of its brain mask).
+
+    Returns:
+        The start of the box along each spatial axis; negative where it is padding.
+    """
+    start = np.zeros(3, dtype=int)
+    for operation in trace:
+        start += _start_shift(operation)
+    return tuple(int(s) for s in start)  # type: ignore[return-value]
+
+
+def _start_shift(operation: Mapping[str, Any]) -> np.ndarray:
+    """How far one traced crop or pad moved the first voxel: + cropped, - padded before it."""
+    from monai.utils import TraceKeys
+
+    info = operation.get(TraceKeys.EXTRA_INFO) or {}
+    shift = np.zeros(3, dtype=int)
+    if "cropped" in info:
+        shift += np.asarray(info["cropped"], dtype=int).reshape(3, 2)[:, 0]
+    if "padded" in info:
+        shift -= np.asarray(info["padded"], dtype=int)[1:, 0]
+    if "pad_info" in info:
+        shift += _start_shift(info["pad_info"])
+    return shift
 
 
 def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
@@ -422,15 +455,7 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
     image = normalize(out["image"][0].numpy(), spec.normalize, brain_box)
     label = None if volume.label is None else out["label"][0].numpy().astype(np.uint8)
     spacing = tuple(float(s) for s in spec.spacing) if resample else source_spacing
-    start = np.asarray(out["box_start"], int)
-    bbox = np.asarray(out["box_end"], int) - start
-    padded = np.maximum(bbox, spec.roi)
-    before = [_symmetric_before(int(b), int(r)) for b, r in zip(bbox, spec.roi, strict=True)]
-    before = [
-        b + _symmetric_before(int(p), -(-int(p) // spec.divisor) * spec.divisor)
-        for b, p in zip(before, padded, strict=True)
-    ]
-    box = Box(tuple(int(s - b) for s, b in zip(start, before, strict=True)), image.shape)  # type: ignore[arg-type]
+    box = Box(_box_start(out["image"].applied_operations), image.shape)  # type: ignore[arg-type]
     axcodes = "".join(nib.aff2axcodes(volume.affine, _AXIS_LABELS))
     applied = [f"reoriented {axcodes} -> {spec.orientation}"]
     if resample:

@@ -1,4 +1,4 @@
-"""Device and precision choice: what each kind of machine gets, without needing it here."""
+"""Device, precision and the Hub probe: what each kind of machine gets, without needing it here."""
 
 from __future__ import annotations
 
@@ -99,3 +99,45 @@ def test_colab_secrets_to_env_copies_only_what_is_missing(monkeypatch):
 
     assert os.environ["DAGSHUB_REPO"] == "me/course"
     assert os.environ["DAGSHUB_USER_TOKEN"] == "already-set"
+
+
+def test_hub_offline_when_asked_without_probing_the_network(monkeypatch):
+    from huggingface_hub import constants
+
+    def no_probe(timeout: float = 3.0) -> bool:
+        raise AssertionError("the network was probed although offline mode was asked for")
+
+    monkeypatch.setattr(env, "_hub_reachable", no_probe)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "yes")):
+        monkeypatch.setenv(var, value)
+        assert env.hub_offline()
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert env.hub_offline()
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_hub_offline_otherwise_follows_the_probe(monkeypatch, reachable):
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(env, "_hub_reachable", lambda timeout=3.0: reachable)
+    assert env.hub_offline() is not reachable
+
+
+def test_hub_probe_trusts_a_proxy_and_reports_a_closed_connection(monkeypatch):
+    import socket
+
+    def refused(address, timeout=None):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    for var in env._PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert env._hub_reachable() is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert env._hub_reachable() is True  # only the proxy knows

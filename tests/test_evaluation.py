@@ -170,6 +170,29 @@ def test_keep_going_records_bad_predictions_as_dice_0(folders):
     assert "label values [5] outside 0-3" in result.bad["DEMO_01"]
 
 
+def test_postprocessing_mask_reads_each_subjects_image_beside_its_labels(folders):
+    from ibsr_helpers.postprocessing import PostProcessing
+
+    gt_dir, pred_dir, gts, _ = folders
+    image = gt_dir / "TrainingValidationTestSets" / "Validation_Set" / "DEMO_01" / "DEMO_01.nii.gz"
+    ref = _reference_image()
+    half = np.asarray(ref.dataobj).copy()
+    half[: SHAPE[0] // 2] = 0  # no brain there: the mask clears DEMO_01's (perfect) labels
+    nib.save(nib.Nifti1Image(half, ref.affine), str(image))
+    mask = PostProcessing(mask=True)
+    df = E.evaluate_folders(pred_dir, gt_dir, progress=False, postprocess=mask).scores
+    masked = gts["DEMO_01"].copy()
+    masked[: SHAPE[0] // 2] = 0
+    expected = evaluate_segmentation(masked, gts["DEMO_01"], SPACING)
+    got = df[df.subject == "DEMO_01"].set_index("tissue")
+    for tissue in data.TISSUES:
+        assert got.loc[tissue, "dice"] == pytest.approx(expected[tissue]["dice"])
+    assert (got["dice"] < 1).all() and (df["status"] == "scored").all()
+    image.unlink()  # a missing image is the grader's problem: raised even with keep_going
+    with pytest.raises(IBSRError, match="'mask' needs the image DEMO_01.nii.gz"):
+        E.evaluate_folders(pred_dir, gt_dir, progress=False, postprocess=mask, keep_going=True)
+
+
 def test_keep_going_grades_an_empty_folder_as_all_missing(folders, tmp_path):
     gt_dir, _, _, _ = folders
     (tmp_path / "empty").mkdir()

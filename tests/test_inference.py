@@ -13,6 +13,7 @@ from ibsr_helpers.data import Subject, Volume
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import (
     Run,
+    _check_fixed_size,
     _segment,
     predict_probabilities,
     predict_volume,
@@ -266,3 +267,26 @@ def test_a_label_map_given_as_a_scan_stops_there_and_keeps_what_was_written(tiny
         predict_folder([tiny_run], tmp_path / "in", tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "IBSR_10" / "IBSR_10_seg.nii.gz").is_file()
     assert not (tmp_path / "out" / "IBSR_11").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "shape", "refused"),
+    [
+        ("unetr", "volume", (96, 64, 96), False),  # exactly img_size
+        ("unetr", "volume", (112, 64, 96), True),  # a brain box larger than img_size
+        ("unetr", "patches", (112, 64, 96), False),  # fed in patches of the size it takes
+        ("unet3d", "volume", (112, 64, 96), False),  # any size divisible by its divisor
+    ],
+)
+def test_a_fixed_size_network_refuses_a_larger_brain_box(name, mode, shape, refused):
+    from types import SimpleNamespace
+
+    model = {"name": name, **({"img_size": [96, 64, 96]} if name == "unetr" else {})}
+    run = SimpleNamespace(config={"model": model, "data": {"mode": mode, "roi": [96, 64, 96]}})
+    if refused:
+        with pytest.raises(
+            IBSRError, match=r"needs a box of \(112, 64, 96\).*exactly \(96, 64, 96\)"
+        ):
+            _check_fixed_size(run, shape)
+    else:
+        _check_fixed_size(run, shape)

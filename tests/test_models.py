@@ -199,10 +199,10 @@ def test_bad_settings_raise_ibsr_error(name: str, kwargs: dict, match: str) -> N
 
 def test_importing_models_has_no_side_effects_and_smp_works_at_first_use() -> None:
     code = (
-        "import sys, ibsr_helpers.models as m; "
+        "import sys, ibsr_helpers.models, ibsr_helpers.environment as env; "
         "assert 'torchvision' not in sys.modules; "
         "assert 'segmentation_models_pytorch' not in sys.modules; "
-        "smp = m.import_smp(); m.import_smp(); import torchvision, timm; "
+        "smp = env.import_smp(); env.import_smp(); import torchvision, timm; "
         "print(torchvision.__version__, smp.__version__)"
     )
     result = subprocess.run(
@@ -244,3 +244,57 @@ def test_offline_pretrained_weights_fail_fast(monkeypatch: pytest.MonkeyPatch, t
         models.build_model("unet2d", encoder_weights="imagenet")
     assert time.perf_counter() - start < 10
     assert constants.HF_HUB_OFFLINE == before  # the offline switch is put back
+
+
+def test_an_unreachable_hub_fails_fast_through_the_environment_probe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """models asks ibsr_helpers.environment whether the Hub is reachable, at build time."""
+    from huggingface_hub import constants
+
+    from ibsr_helpers import environment
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached here
+    probed: list[bool] = []
+
+    def unreachable(timeout: float = 3.0) -> bool:
+        probed.append(True)
+        return False
+
+    monkeypatch.setattr(environment, "_hub_reachable", unreachable)
+    start = time.perf_counter()
+    with pytest.raises(IBSRError, match="resnet18.*could not be downloaded"):
+        models.build_model("unet2d", encoder_weights="imagenet")
+    assert probed and time.perf_counter() - start < 10
+    assert constants.HF_HUB_OFFLINE is False  # the offline switch is put back
+
+
+def _config(name: str, mode: str = "volume", **model: object) -> dict:
+    return {
+        "model": {"name": name, **model},
+        "data": {"mode": mode, "roi": [192, 128, 192], "patch_size": [64, 64, 64]},
+    }
+
+
+def test_fixed_input_size_is_unetrs_img_size_and_none_elsewhere() -> None:
+    assert models.fixed_input_size(_config("unetr")) == (192, 128, 192)
+    assert models.fixed_input_size(_config("unetr", "patches")) == (64, 64, 64)
+    assert models.fixed_input_size(_config("unetr", img_size=[96, 80, 96])) == (96, 80, 96)
+    assert models.fixed_input_size(_config("unetr", "patches", img_size=32)) == (32, 32, 32)
+    for name in ("unet2d", "efficientunet2d", "unet3d", "segresnet"):
+        assert models.fixed_input_size(_config(name)) is None
+    with pytest.raises(IBSRError, match="unknown model"):
+        models.fixed_input_size(_config("unet4d"))
+
+
+def test_model_kwargs_give_unetr_its_fixed_size_unless_set() -> None:
+    assert models.model_kwargs(_config("unetr", feature_size=8)) == {
+        "feature_size": 8,
+        "img_size": [192, 128, 192],
+    }
+    assert models.model_kwargs(_config("unetr", "patches"))["img_size"] == [64, 64, 64]
+    assert models.model_kwargs(_config("unetr", img_size=[96, 80, 96]))["img_size"] == [96, 80, 96]
+    assert models.model_kwargs(_config("unet3d", channels=[4, 8])) == {"channels": [4, 8]}

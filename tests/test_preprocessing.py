@@ -423,3 +423,30 @@ def test_the_box_grows_to_hold_a_brain_larger_than_roi():
     vol = data.Volume(subject, img, None, nib.Nifti1Image(img, np.eye(4)))
     p = prepare(vol, Preprocessing(roi=(16, 16, 16), divisor=8))
     assert p.image.shape == (48, 32, 16) and p.brain.sum() == img.sum()
+
+
+def _box_by_hand(brain: np.ndarray, roi: tuple[int, ...], divisor: int) -> tuple[int, ...]:
+    """The brain box's start as prepare used to compute it: the bounding box, then the
+    symmetric pad to ``roi`` and the symmetric pad to a multiple of ``divisor``."""
+    where = np.nonzero(brain)
+    start = np.array([int(w.min()) for w in where])
+    size = np.array([int(w.max()) + 1 for w in where]) - start
+    padded = np.maximum(size, roi)
+    before = np.maximum(np.asarray(roi) - size, 0) // 2
+    before += (-(-padded // divisor) * divisor - padded) // 2
+    return tuple(int(s) for s in start - before)
+
+
+@pytest.mark.parametrize(
+    ("roi", "divisor"), [((16, 16, 16), 8), ((40, 24, 36), 16), ((9, 60, 11), 7)]
+)
+def test_the_box_read_from_monais_trace_is_the_hand_computed_one(roi, divisor):
+    img = np.zeros((50, 40, 30), np.float32)
+    img[3:46, 6:29, 11:20] = np.linspace(1, 2, 43 * 23 * 9).reshape(43, 23, 9)
+    subject = data.Subject("X_1", "test", Path("X_1.nii.gz"), None, (1, 1, 1), img.shape)
+    vol = data.Volume(subject, img, None, nib.Nifti1Image(img, np.eye(4)))
+    p = prepare(vol, Preprocessing(roi=roi, divisor=divisor))
+    assert p.box.start == _box_by_hand(img > 0, roi, divisor)
+    # each case has both: the crop cut the scan, and the pads grew the brain's (43, 23, 9) box
+    assert max(p.box.start) > 0 and p.box.size != (43, 23, 9)
+    np.testing.assert_array_equal(p.box.crop(img > 0), p.brain)
