@@ -53,7 +53,7 @@ from ibsr_helpers.environment import get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.handlers import Checkpoint, Handler, Progress, Validation
 from ibsr_helpers.io import load_nifti
-from ibsr_helpers.models import build_model_from_config, spatial_dims
+from ibsr_helpers.models import build_model_from_config, fixed_input_size, spatial_dims
 from ibsr_helpers.pipeline import build_pipeline
 from ibsr_helpers.plan import PLAN, fit_budget, plan_difference, resolve_spacing
 from ibsr_helpers.preprocessing import Prepared, prepare_for
@@ -102,9 +102,8 @@ def _check_volume_boxes(config: dict[str, Any], volumes: Sequence[Prepared]) -> 
     if d["mode"] != "volume":
         return
     sizes = {v.id: tuple(v.image.shape) for v in volumes}
-    fixed = config["model"]["name"] == "unetr"
-    wanted = tuple(int(s) for s in config["model"].get("img_size") or d["roi"])
-    odd = [i for i, s in sizes.items() if s != (wanted if fixed else max(sizes.values()))]
+    fixed = fixed_input_size(config)  # UNETR's img_size; None: a network of any size
+    odd = [i for i, s in sizes.items() if s != (fixed or max(sizes.values()))]
     if odd and (fixed or int(t["batch_size"]) > 1):
         need = tuple(int(max(s[k] for s in sizes.values())) for k in range(3))
         raise IBSRError(
