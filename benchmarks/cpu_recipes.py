@@ -437,10 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from ibsr_helpers.data import describe_source, resolve_data_dir
-    from ibsr_helpers.evaluation import evaluate_folders, results_table, write_results
+    from ibsr_helpers.evaluation import results_table, write_results
     from ibsr_helpers.inference import predict_folders
     from ibsr_helpers.plots import plot_dice_vs_minutes
     from ibsr_helpers.profiling import hardware_header, hardware_summary
+    from ibsr_helpers.submissions import evaluate_folders
     from ibsr_helpers.training import train
 
     root, _ = resolve_data_dir(args.data)

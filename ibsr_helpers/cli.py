@@ -82,14 +82,13 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ibsr_helpers.evaluation import (
-        evaluate_folders,
         format_summary,
-        report_header,
         results_table,
         write_metrics_csv,
         write_results,
     )
     from ibsr_helpers.postprocessing import PostProcessing
+    from ibsr_helpers.submissions import evaluate_folders, report_header
 
     post = PostProcessing.parse(args.postprocess)
     result = evaluate_folders(

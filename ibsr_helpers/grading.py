@@ -3,11 +3,11 @@
 ``ibsr-seg grade --submissions DIR --gt DIR --out DIR`` (:func:`grade`). ``DIR`` holds one
 folder or one ``.zip`` per student, named for the student (``alice/``, ``bob.zip``), with
 ``ID_seg.nii.gz`` (or ``ID.nii.gz``) predictions at any depth. Each submission is scored by
-:func:`ibsr_helpers.evaluation.evaluate_folders` with ``keep_going``: a file with the wrong
+:func:`ibsr_helpers.submissions.evaluate_folders` with ``keep_going``: a file with the wrong
 shape, affine or label values is recorded for its student and scored as missing (Dice 0),
 and the class goes on. Written to ``--out``:
 
-* ``leaderboard.md`` (under :func:`~ibsr_helpers.evaluation.report_header`'s lines),
+* ``leaderboard.md`` (under :func:`~ibsr_helpers.submissions.report_header`'s lines),
   ``leaderboard.csv`` and ``leaderboard.html``: one row per student, best mean Dice
   first, with per-tissue Dice and HD95 and each student's missing, extra and bad files;
 * ``<student>/results.json`` in Gradescope's autograder format: one test per
@@ -34,8 +34,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.evaluation import FolderScores, evaluate_folders, report_header, results_table
+from ibsr_helpers.evaluation import results_table
 from ibsr_helpers.layout import NIFTI_SUFFIXES, TISSUES
+from ibsr_helpers.submissions import FolderScores, evaluate_folders, report_header
 
 __all__ = [
     "LEADERBOARD_FILES",
@@ -326,7 +327,7 @@ def write_grades(
         graded: From :func:`grade_class`.
         out_dir: The output folder (created).
         about: Header lines for the Markdown and HTML, e.g. from
-            :func:`~ibsr_helpers.evaluation.report_header`.
+            :func:`~ibsr_helpers.submissions.report_header`.
 
     Returns:
         The paths written: the three leaderboards, then one ``results.json`` per student.

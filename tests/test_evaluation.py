@@ -16,6 +16,7 @@ from test_metrics import SPACING, _perturb, _synthetic_labels
 
 from ibsr_helpers import data
 from ibsr_helpers import evaluation as E
+from ibsr_helpers import submissions as S
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
 from ibsr_helpers.metrics import METRICS, evaluate_segmentation
@@ -68,7 +69,7 @@ def folders(tmp_path):
 
 def test_evaluate_folders_matches_by_id_at_any_depth(folders):
     gt_dir, pred_dir, gts, pred2 = folders
-    result = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    result = S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert result.missing == [] and result.extra == [] and result.bad == {}
     df = result.scores
     assert list(df.columns) == ["subject", "tissue", "dice", "hd", "hd95", "avd", "status"]
@@ -93,7 +94,7 @@ def test_evaluate_folders_through_linked_folders(folders, tmp_path):
     for sid in ("DEMO_01", "DEMO_02"):
         source = gt_dir / "TrainingValidationTestSets" / "Validation_Set" / sid
         (picked / sid).symlink_to(source, target_is_directory=True)
-    df = E.evaluate_folders(pred_dir, picked, progress=False).scores
+    df = S.evaluate_folders(pred_dir, picked, progress=False).scores
     assert list(df["subject"].unique()) == ["DEMO_01", "DEMO_02"]
 
 
@@ -108,7 +109,7 @@ def test_predictions_without_ground_truth_are_listed_not_scored(folders):
     save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "sub" / "final.nii.gz")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said in the result, not as a warning
-        result = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+        result = S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert result.extra == [Path("DEMO_03.nii.gz"), Path("sub/final.nii.gz")]
     assert set(result.scores["subject"]) == {"DEMO_01", "DEMO_02"}
     assert (
@@ -119,7 +120,7 @@ def test_predictions_without_ground_truth_are_listed_not_scored(folders):
 def test_missing_prediction_counts_as_dice_0_in_every_mean(folders):
     gt_dir, pred_dir, _, _ = folders
     shutil.rmtree(pred_dir / "run")  # DEMO_02's prediction
-    result = E.evaluate_folders(pred_dir, gt_dir, progress=False)
+    result = S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert result.missing == ["DEMO_02"]
     df = result.scores
     assert list(df["subject"]) == ["DEMO_01"] * 3 + ["DEMO_02"] * 3
@@ -137,15 +138,15 @@ def test_missing_prediction_counts_as_dice_0_in_every_mean(folders):
 
 def test_strict_refuses_missing_or_extra_predictions(folders):
     gt_dir, pred_dir, gts, _ = folders
-    assert E.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True).missing == []
+    assert S.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True).missing == []
     extra = pred_dir / "DEMO_07_seg.nii.gz"
     save_segmentation(gts["DEMO_01"], _reference_image(), extra)
     with pytest.raises(IBSRError, match=r"0 of 2 .*1 prediction file\(s\) .*DEMO_07_seg"):
-        E.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True)
     extra.unlink()
     (pred_dir / "DEMO_01_seg.nii.gz").unlink()
     with pytest.raises(IBSRError, match=r"1 of 2 ground-truth subjects .*\(DEMO_01\)") as info:
-        E.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False, strict=True)
     assert str(pred_dir) in str(info.value)
 
 
@@ -155,7 +156,7 @@ def test_keep_going_records_bad_predictions_as_dice_0(folders):
     wrong = np.diag([*SPACING, 1.0])  # another origin
     save_segmentation(gts["DEMO_01"], _reference_image(wrong), pred_dir / "DEMO_01_seg.nii.gz")
     save_segmentation(gts["DEMO_02"], _reference_image(), pred_dir / "DEMO_02_seg.nii.gz")
-    result = E.evaluate_folders(pred_dir, gt_dir, progress=False, keep_going=True)
+    result = S.evaluate_folders(pred_dir, gt_dir, progress=False, keep_going=True)
     assert list(result.bad) == ["DEMO_01", "DEMO_02"]
     assert result.bad["DEMO_01"].startswith("DEMO_01_seg.nii.gz: prediction affine")
     assert result.bad["DEMO_02"] == (
@@ -166,7 +167,7 @@ def test_keep_going_records_bad_predictions_as_dice_0(folders):
     bad_labels = gts["DEMO_01"].copy()
     bad_labels[5, 5, 5] = 5
     save_segmentation(bad_labels, _reference_image(), pred_dir / "DEMO_01_seg.nii.gz")
-    result = E.evaluate_folders(pred_dir, gt_dir, progress=False, keep_going=True)
+    result = S.evaluate_folders(pred_dir, gt_dir, progress=False, keep_going=True)
     assert "label values [5] outside 0-3" in result.bad["DEMO_01"]
 
 
@@ -180,7 +181,7 @@ def test_postprocessing_mask_reads_each_subjects_image_beside_its_labels(folders
     half[: SHAPE[0] // 2] = 0  # no brain there: the mask clears DEMO_01's (perfect) labels
     nib.save(nib.Nifti1Image(half, ref.affine), str(image))
     mask = PostProcessing(mask=True)
-    df = E.evaluate_folders(pred_dir, gt_dir, progress=False, postprocess=mask).scores
+    df = S.evaluate_folders(pred_dir, gt_dir, progress=False, postprocess=mask).scores
     masked = gts["DEMO_01"].copy()
     masked[: SHAPE[0] // 2] = 0
     expected = evaluate_segmentation(masked, gts["DEMO_01"], SPACING)
@@ -190,16 +191,16 @@ def test_postprocessing_mask_reads_each_subjects_image_beside_its_labels(folders
     assert (got["dice"] < 1).all() and (df["status"] == "scored").all()
     image.unlink()  # a missing image is the grader's problem: raised even with keep_going
     with pytest.raises(IBSRError, match="'mask' needs the image DEMO_01.nii.gz"):
-        E.evaluate_folders(pred_dir, gt_dir, progress=False, postprocess=mask, keep_going=True)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False, postprocess=mask, keep_going=True)
 
 
 def test_keep_going_grades_an_empty_folder_as_all_missing(folders, tmp_path):
     gt_dir, _, _, _ = folders
     (tmp_path / "empty").mkdir()
-    result = E.evaluate_folders(tmp_path / "empty", gt_dir, progress=False, keep_going=True)
+    result = S.evaluate_folders(tmp_path / "empty", gt_dir, progress=False, keep_going=True)
     assert result.missing == ["DEMO_01", "DEMO_02"] and (result.scores["dice"] == 0).all()
     with pytest.raises(IBSRError, match="no prediction"):
-        E.evaluate_folders(tmp_path / "empty", gt_dir, progress=False)
+        S.evaluate_folders(tmp_path / "empty", gt_dir, progress=False)
 
 
 def test_evaluate_folders_geometry_mismatch_names_the_file(folders):
@@ -208,12 +209,12 @@ def test_evaluate_folders_geometry_mismatch_names_the_file(folders):
     bad = pred_dir / "DEMO_01_seg.nii.gz"
     save_segmentation(gts["DEMO_01"], _reference_image(shifted), bad)
     with pytest.raises(IBSRError, match="affine") as info:
-        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert str(bad) in str(info.value)
     small = nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), _reference_image().affine)
     nib.save(small, str(bad))
     with pytest.raises(IBSRError, match="shape") as info:
-        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert str(bad) in str(info.value)
 
 
@@ -224,7 +225,7 @@ def test_evaluate_folders_rejects_label_values_outside_range(folders):
     bad = pred_dir / "DEMO_01_seg.nii.gz"
     save_segmentation(bad_labels, _reference_image(), bad)
     with pytest.raises(IBSRError, match=r"label values \[5\] outside 0-3") as info:
-        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert str(bad) in str(info.value)
 
 
@@ -234,17 +235,17 @@ def test_evaluate_folders_without_any_match_names_pred_dir(tmp_path, folders):
     save_segmentation(gts["DEMO_01"], _reference_image(), empty / "IBSR_99_seg.nii.gz")
     save_segmentation(gts["DEMO_01"], _reference_image(), empty / "prediction.nii.gz")
     with pytest.raises(IBSRError, match="2 NIfTI file") as info:
-        E.evaluate_folders(empty, gt_dir, progress=False)
+        S.evaluate_folders(empty, gt_dir, progress=False)
     assert str(empty) in str(info.value)
     with pytest.raises(IBSRError, match="not found"):
-        E.evaluate_folders(tmp_path / "missing", gt_dir, progress=False)
+        S.evaluate_folders(tmp_path / "missing", gt_dir, progress=False)
 
 
 def test_two_predictions_for_one_subject_are_refused(folders):
     gt_dir, pred_dir, gts, _ = folders
     save_segmentation(gts["DEMO_01"], _reference_image(), pred_dir / "DEMO_01.nii.gz")
     with pytest.raises(IBSRError) as info:
-        E.evaluate_folders(pred_dir, gt_dir, progress=False)
+        S.evaluate_folders(pred_dir, gt_dir, progress=False)
     assert str(info.value) == (
         f"{pred_dir}: two files for subject DEMO_01: DEMO_01.nii.gz and DEMO_01_seg.nii.gz "
         "(keep one)"
@@ -256,7 +257,7 @@ def test_report_header_records_provenance_and_the_ground_truth(folders, tmp_path
 
     gt_dir, _, _, _ = folders
     shutil.rmtree(gt_dir / "TrainingValidationTestSets" / "Validation_Set" / "DEMO_03")
-    header = E.report_header(gt_dir, command="ibsr-seg evaluate")
+    header = S.report_header(gt_dir, command="ibsr-seg evaluate")
     assert list(header)[:2] == ["command", "date"]
     for key in ("commit", "packages", "hardware", "data", "ground truth"):
         assert header[key], key
@@ -269,7 +270,7 @@ def test_report_header_records_provenance_and_the_ground_truth(folders, tmp_path
     plain = tmp_path / "labels"  # not a data folder: no data record, still the truth's print
     plain.mkdir()
     shutil.copy(labels[0], plain / labels[0].name)
-    header = E.report_header(plain)
+    header = S.report_header(plain)
     assert "data" not in header and "1 label file(s) (DEMO_01)" in header["ground truth"]
 
 
@@ -490,11 +491,11 @@ def test_check_predictions_compares_each_file_with_its_image(tmp_path):
     (images / "DEMO_05").mkdir(parents=True)
     nib.save(ref, str(images / "DEMO_05" / "DEMO_05.nii.gz"))
     save_segmentation(_small_labels(5), ref, preds / "DEMO_05_seg.nii.gz")
-    check = E.check_predictions(preds, images)
+    check = S.check_predictions(preds, images)
     assert check.drop(columns="subject").all().all()
     nib.save(nib.Nifti1Image(_small_labels(5), np.eye(4)), str(preds / "DEMO_05_seg.nii.gz"))
-    check = E.check_predictions(preds, images)
+    check = S.check_predictions(preds, images)
     assert not check.loc[0, "affine"] and not check.loc[0, "shape"]
     with pytest.raises(IBSRError, match="no image"):
         save_segmentation(_small_labels(6), ref, preds / "DEMO_06_seg.nii.gz")
-        E.check_predictions(preds, images)
+        S.check_predictions(preds, images)
