@@ -144,3 +144,48 @@ def test_ci_runs_the_tests_and_the_linter(tmp_path, failing):
     )
     assert log.read_text().split() == ["lint", "test"], r.stderr
     assert (r.returncode == 0) == (failing is None), r.stderr
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere (functions and TYPE_CHECKING too)."""
+    package = ROOT / "ibsr_helpers"
+    names = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in names}
+    for name, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in names:
+                graph[name].add(node.module)
+                graph[name] |= {f"{node.module}.{a.name}" for a in node.names} & set(names)
+            elif isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names} & set(names)
+    return graph
+
+
+def test_no_import_circle():
+    """No module reaches itself through the package's imports (issue 36)."""
+    graph = _package_imports()
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(graph[name])
+        return seen
+
+    circles = sorted(name for name in graph if name in reach(name))
+    assert not circles, f"modules in an import circle: {circles}"
+    assert "ibsr_helpers.step" in graph["ibsr_helpers.profiling"]  # the check sees imports
+
+
+def test_no_module_over_700_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "ibsr_helpers").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 700
+    }
+    assert not long, f"split these modules (one concept each): {long}"
