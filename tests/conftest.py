@@ -49,3 +49,41 @@ def any_root() -> Path:
     from ibsr_helpers.data import resolve_data_dir
 
     return resolve_data_dir(demo_dir=Path(os.environ.get("TMPDIR", "/tmp")) / "ibsr_demo_tests")[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding a tiny, randomly initialised 3D U-Net (no training)."""
+    import json
+
+    import torch
+
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.models import build_model_from_config
+
+    cfg = load_config(
+        {
+            "model": {"name": "unet3d", "channels": [4, 8], "strides": [2], "num_res_units": 0},
+            "data": {"mode": "volume", "roi": [32, 32, 32], "spacing": [1, 1, 1]},
+            "train": {"precision": "fp32"},
+        },
+        None,
+    )
+    folder = tmp_path_factory.mktemp("tiny-run")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    return folder
+
+
+def write_scan(path: Path, data=None) -> Path:
+    """A 20^3 scan (a cube of hundreds of grey levels in zeros), or ``data``, at ``path``."""
+    import nibabel as nib
+    import numpy as np
+
+    if data is None:
+        data = np.zeros((20, 20, 20), np.int16)
+        data[5:15, 4:16, 6:14] = np.random.default_rng(len(str(path))).integers(1, 900, (10, 12, 8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_scan
 
 from ibsr_helpers.cli import main
 from ibsr_helpers.data import discover
@@ -197,50 +198,15 @@ def test_grade_command_over_three_students(tmp_path):
 # --- predict: anyone's scans -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder holding a tiny, randomly initialised 3D U-Net (no training)."""
-    import json
-
-    import torch
-
-    from ibsr_helpers.config import load_config
-    from ibsr_helpers.models import build_model_from_config
-
-    cfg = load_config(
-        {
-            "model": {"name": "unet3d", "channels": [4, 8], "strides": [2], "num_res_units": 0},
-            "data": {"mode": "volume", "roi": [32, 32, 32], "spacing": [1, 1, 1]},
-            "train": {"precision": "fp32"},
-        },
-        None,
-    )
-    folder = tmp_path_factory.mktemp("tiny-run")
-    (folder / "config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(0)
-    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
-    return folder
-
-
-def _scan(path: Path, data: np.ndarray | None = None) -> Path:
-    """A 20^3 scan (a cube of hundreds of grey levels in zeros), or ``data``, at ``path``."""
-    if data is None:
-        data = np.zeros((20, 20, 20), np.int16)
-        data[5:15, 4:16, 6:14] = np.random.default_rng(0).integers(1, 900, (10, 12, 8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
-    return path
-
-
 def test_predict_takes_files_and_folders_under_any_names(tiny_run, tmp_path):
     """--input a b and --input c together: a file named sub-01_T1w.nii.gz, a BIDS folder
     (its dseg skipped, in one line) and a folder holding brain.nii.gz."""
-    _scan(tmp_path / "sub-01_T1w.nii.gz")
+    write_scan(tmp_path / "sub-01_T1w.nii.gz")
     for sub in ("sub-01", "sub-02"):
-        _scan(tmp_path / "bids" / sub / "anat" / f"{sub}_T1w.nii.gz")
+        write_scan(tmp_path / "bids" / sub / "anat" / f"{sub}_T1w.nii.gz")
     dseg = tmp_path / "bids" / "derivatives" / "t" / "sub-01" / "anat" / "sub-01_dseg.nii.gz"
-    _scan(dseg, np.zeros((20, 20, 20), np.uint8))
-    _scan(tmp_path / "plain" / "brain.nii.gz")
+    write_scan(dseg, np.zeros((20, 20, 20), np.uint8))
+    write_scan(tmp_path / "plain" / "brain.nii.gz")
     out = tmp_path / "out"
     r = ibsr_seg(
         "predict",
@@ -266,16 +232,18 @@ def test_predict_refuses_what_it_cannot_segment_in_one_line(tiny_run, tmp_path, 
     a label map renamed as a scan: refused when loaded, what was written stays. Run in this
     process (``main``, as the ``ibsr-seg`` script does): a subprocess per case would spend
     its time importing torch."""
-    first = _scan(tmp_path / "in" / "A_1" / "A_1.nii.gz")
+    first = write_scan(tmp_path / "in" / "A_1" / "A_1.nii.gz")
     if case == "collision":
-        bad = _scan(tmp_path / "elsewhere" / "A_1" / "A_1.nii.gz")
+        bad = write_scan(tmp_path / "elsewhere" / "A_1" / "A_1.nii.gz")
         inputs, expected = [tmp_path / "in", tmp_path / "elsewhere"], ["both be written", first]
     elif case == "series":
-        bad = _scan(tmp_path / "in" / "B_2" / "B_2.nii.gz", np.zeros((20, 20, 20, 3), np.int16))
+        bad = write_scan(
+            tmp_path / "in" / "B_2" / "B_2.nii.gz", np.zeros((20, 20, 20, 3), np.int16)
+        )
         inputs, expected = [tmp_path / "in"], ["series of 3 volumes", "(20, 20, 20, 3)"]
     else:
         labels = np.random.default_rng(0).integers(0, 4, (20, 20, 20)).astype(np.uint8)
-        bad = _scan(tmp_path / "in" / "B_2" / "B_2.nii.gz", labels)
+        bad = write_scan(tmp_path / "in" / "B_2" / "B_2.nii.gz", labels)
         inputs, expected = [tmp_path / "in"], ["looks like a label map", "{0, 1, 2, 3}"]
     out = tmp_path / "out"
     rc = main(["predict", "--run", str(tiny_run), "--out", str(out), "--input", *map(str, inputs)])
@@ -291,7 +259,7 @@ def test_predict_refuses_what_it_cannot_segment_in_one_line(tiny_run, tmp_path, 
 def test_predict_warns_of_thick_voxels_in_one_line_and_segments(tiny_run, tmp_path, capsys):
     """A valid but coarse scan: a one-line warning naming it (no source line), then it is
     segmented."""
-    thick = _scan(tmp_path / "thick.nii.gz")
+    thick = write_scan(tmp_path / "thick.nii.gz")
     img = nib.load(str(thick))
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([1.0, 1.0, 5.0, 1.0])), str(thick))
     rc = main(["predict", "--run", str(tiny_run), "--input", str(thick), "--out", str(tmp_path)])

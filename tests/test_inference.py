@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import write_scan
 
 from ibsr_helpers.config import load_config
 from ibsr_helpers.data import Subject, Volume
@@ -168,36 +168,6 @@ def test_tta_mirrors_only_runs_trained_on_mirrors(mode, plane, mirrored):
 # --- predict_folder: scans under any names, outputs mirroring the inputs ------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder holding a tiny, randomly initialised 3D U-Net (no training)."""
-    from ibsr_helpers.models import build_model_from_config
-
-    cfg = load_config(
-        {
-            "model": {"name": "unet3d", "channels": [4, 8], "strides": [2], "num_res_units": 0},
-            "data": {"mode": "volume", "roi": [32, 32, 32], "spacing": [1, 1, 1]},
-            "train": {"precision": "fp32"},
-        },
-        None,
-    )
-    folder = tmp_path_factory.mktemp("tiny-run")
-    (folder / "config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(0)
-    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
-    return folder
-
-
-def _scan(path: Path, data: np.ndarray | None = None) -> Path:
-    """A 20^3 scan (a cube of hundreds of grey levels in zeros), or ``data``, at ``path``."""
-    if data is None:
-        data = np.zeros((20, 20, 20), np.int16)
-        data[5:15, 4:16, 6:14] = np.random.default_rng(len(str(path))).integers(1, 900, (10, 12, 8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 1.0, 1.0])), str(path))
-    return path
-
-
 def test_predict_folder_takes_files_and_folders_and_mirrors_their_layout(
     tiny_run, tmp_path, capsys
 ):
@@ -207,13 +177,13 @@ def test_predict_folder_takes_files_and_folders_and_mirrors_their_layout(
 
     bids, course = tmp_path / "bids", tmp_path / "Test_Set"
     images = [
-        _scan(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"),
-        _scan(bids / "sub-02" / "anat" / "sub-02_T1w.nii"),
-        _scan(course / "IBSR_02" / "IBSR_02.nii.gz", _scan_4d_singleton()),
-        _scan(tmp_path / "brain.nii.gz"),
+        write_scan(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"),
+        write_scan(bids / "sub-02" / "anat" / "sub-02_T1w.nii"),
+        write_scan(course / "IBSR_02" / "IBSR_02.nii.gz", _scan_4d_singleton()),
+        write_scan(tmp_path / "brain.nii.gz"),
     ]
     dseg = bids / "derivatives" / "t" / "sub-01" / "anat" / "sub-01_desc-t_dseg.nii.gz"
-    _scan(dseg, np.zeros((20, 20, 20), np.uint8))
+    write_scan(dseg, np.zeros((20, 20, 20), np.uint8))
     out = tmp_path / "out"
     written = predict_folder([tiny_run], [bids, course, images[-1]], out, progress=False)
     assert [p.relative_to(out).as_posix() for p in written] == [
@@ -242,12 +212,12 @@ def test_predict_folder_checks_every_input_before_predicting(tiny_run, tmp_path,
     anything is predicted, so nothing is half done."""
     from ibsr_helpers.inference import predict_folder
 
-    good = _scan(tmp_path / "a" / "brain.nii.gz")
+    good = write_scan(tmp_path / "a" / "brain.nii.gz")
     if bad == "series":
-        other = _scan(tmp_path / "bold.nii.gz", np.repeat(_scan_4d_singleton(), 3, axis=3))
+        other = write_scan(tmp_path / "bold.nii.gz", np.repeat(_scan_4d_singleton(), 3, axis=3))
         message = r"bold\.nii\.gz: holds a series of 3 volumes \(shape \(20, 20, 20, 3\)\)"
     else:
-        other = _scan(tmp_path / "b" / "brain.nii.gz")
+        other = write_scan(tmp_path / "b" / "brain.nii.gz")
         message = "would both be written to <out>/brain_seg.nii.gz"
     with pytest.raises(IBSRError, match=message) as err:
         predict_folder([tiny_run], [good, other], tmp_path / "out", progress=False)
@@ -258,9 +228,9 @@ def test_predict_folder_checks_every_input_before_predicting(tiny_run, tmp_path,
 def test_a_label_map_given_as_a_scan_stops_there_and_keeps_what_was_written(tiny_run, tmp_path):
     from ibsr_helpers.inference import predict_folder
 
-    _scan(tmp_path / "in" / "IBSR_10" / "IBSR_10.nii.gz")
+    write_scan(tmp_path / "in" / "IBSR_10" / "IBSR_10.nii.gz")
     labels = np.random.default_rng(0).integers(0, 4, (20, 20, 20)).astype(np.uint8)
-    _scan(tmp_path / "in" / "IBSR_11" / "IBSR_11.nii.gz", labels)  # IBSR_11_seg, renamed
+    write_scan(tmp_path / "in" / "IBSR_11" / "IBSR_11.nii.gz", labels)  # IBSR_11_seg, renamed
     with pytest.raises(
         IBSRError, match=r"IBSR_11\.nii\.gz: looks like a label map.*\{0, 1, 2, 3\}"
     ):
