@@ -113,18 +113,17 @@ def tracking_uri(runs_dir: str | Path) -> str:
 
 
 def flatten_config(config: Mapping[str, Any]) -> dict[str, str]:
-    """Flatten a nested config to ``{"a.b.c": "value"}`` (pandas' ``json_normalize``).
+    """Flatten a nested config to ``{"a.b.c": "value"}`` (:func:`ibsr_helpers.config.leaves`).
 
     Example:
         >>> flatten_config({"optim": {"lr": 0.001, "betas": [0.9, 0.99]}, "seed": 0})
         {'optim.lr': '0.001', 'optim.betas': '[0.9, 0.99]', 'seed': '0'}
     """
-    import pandas as pd
+    from ibsr_helpers.config import leaves
 
     if not isinstance(config, Mapping):
         raise IBSRError(f"a config must be a mapping, got {type(config).__name__}")
-    row = pd.json_normalize(dict(config), sep=".").iloc[0].to_dict() if config else {}
-    return {str(k): str(v) for k, v in row.items()}
+    return {key: str(value) for key, value in leaves(config).items()}
 
 
 class Tracker:
