@@ -10,6 +10,8 @@ Subcommands::
     ibsr-seg evaluate --pred DIR --gt DIR [--out metrics.csv] [--report DIR]
                       [--postprocess ...] [--strict]
     ibsr-seg grade --submissions DIR --gt DIR --out DIR
+    ibsr-seg recipe list
+    ibsr-seg recipe run NAME [--data DIR] [--out DIR] [--runs DIR] [--profile P] [--record]
     ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR] [--sync-repository]
     ibsr-seg report [--reports reports] [--readme README.md] [--images images]
 
@@ -122,6 +124,37 @@ def _grade(args: argparse.Namespace) -> None:
         print(f"not graded (not a folder or .zip, or hidden): {names}")
     board, students = grades.paths[:3], grades.paths[3:]
     print(f"wrote {', '.join(map(str, board))} and {len(students)} <student>/results.json")
+
+
+def _recipe_list(args: argparse.Namespace) -> None:
+    from ibsr_helpers.recipes import all_recipes, describe_recipe
+
+    print("\n\n".join(describe_recipe(r) for r in all_recipes().values()))
+
+
+def _default_runs() -> Path:
+    """The notebooks' runs folder in a checkout (so notebook 06 finds the runs), else runs."""
+    from ibsr_helpers.data import project_root
+
+    root = project_root()
+    return root / "notebooks" / "runs" if root else Path("runs")
+
+
+def _recipe_run(args: argparse.Namespace) -> None:
+    from ibsr_helpers.cookbook import run_recipe
+    from ibsr_helpers.recipes import load_recipe
+
+    recipe = load_recipe(args.name)
+    runs = Path(args.runs) if args.runs else _default_runs()
+    out = Path(args.out) if args.out else Path("reports") / "recipes" / recipe.name
+    print(f"recipe {recipe.name}: runs in {runs}, results in {out}")
+    report = run_recipe(recipe, args.data, out, runs, args.profile, args.device, args.record)
+    print(report.table.round(4).to_string())
+    print(
+        f"{recipe.name}: {report.result}: validation mean Dice {report.mean_dice:.4f} "
+        f"(CSF {report.csf_dice:.4f}) in {report.minutes:.1f} min; wrote "
+        + ", ".join(str(p) for p in report.paths)
+    )
 
 
 def _notebooks(args: argparse.Namespace) -> None:
@@ -237,6 +270,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="folder for the leaderboard and <student>/results.json"
     )
     p.set_defaults(func=_grade)
+
+    p = sub.add_parser("recipe", help="the recipes: list them, or run one end to end")
+    recipe = p.add_subparsers(dest="action", required=True)
+    r = recipe.add_parser("list", help="each recipe's members, what it reached, its minutes")
+    r.set_defaults(func=_recipe_list)
+    r = recipe.add_parser(
+        "run", help="train a recipe's missing runs, predict, grade, write a submission"
+    )
+    r.add_argument("name", help="a recipe (ibsr-seg recipe list), e.g. cpu")
+    r.add_argument("--data", default=None, help="data folder (default: found or demo)")
+    r.add_argument(
+        "--out", default=None, help="results and submission (default reports/recipes/NAME)"
+    )
+    r.add_argument(
+        "--runs",
+        default=None,
+        help="run folders, shared with the notebooks (default notebooks/runs in a checkout)",
+    )
+    r.add_argument(
+        "--profile", default=None, help="train every member at this profile (e.g. smoke)"
+    )
+    r.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best)")
+    r.add_argument(
+        "--record", action="store_true", help="append the result to benchmarks/results/recipes.csv"
+    )
+    r.set_defaults(func=_recipe_run)
 
     p = sub.add_parser("notebooks", help="execute the course notebooks into a report folder")
     p.add_argument("--profile", default="quick", help="quick (CPU) or full (GPU)")

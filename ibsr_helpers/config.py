@@ -308,7 +308,9 @@ def load_config(
 
     Args:
         path: A YAML file, or an already loaded mapping.
-        profile: Name of an entry of the file's ``profiles`` mapping (None: base only).
+        profile: Name of an entry of the file's ``profiles`` mapping (None: base only), or
+            several joined by ``+``, applied in order: ``cpu+smoke`` is the cpu profile
+            on the smoke grid (how CI runs the notebooks' cpu path).
         overrides: ``key.sub=value`` strings, applied last.
 
     Returns:
@@ -338,12 +340,10 @@ def load_config(
     check_settings(config, source)
     for name, settings in profiles.items():  # every profile, not only the one asked for
         check_settings(merge(config, settings), source, origin=f"profiles.{name}: ")
-    if profile is not None:
-        if profile not in profiles:
-            raise IBSRError(
-                f"unknown profile {profile!r}; this file has {sorted(profiles)}", source
-            )
-        config = merge(config, profiles[profile])
+    for part in profile.split("+") if profile else []:  # "cpu+smoke": cpu, then smoke
+        if part not in profiles:
+            raise IBSRError(f"unknown profile {part!r}; this file has {sorted(profiles)}", source)
+        config = merge(config, profiles[part])
     config = apply_overrides(config, overrides)
     config["profile"] = profile
     check_settings(config, origin="--set ")  # the file's own settings passed above

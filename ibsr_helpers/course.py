@@ -18,11 +18,8 @@ from pathlib import Path
 
 from ibsr_helpers.data import describe_source, project_root, resolve_data_dir
 from ibsr_helpers.errors import IBSRError
-from ibsr_helpers.provenance import describe_record, read_data_record
 
 __all__ = [
-    "COURSE_MODELS",
-    "gather_runs",
     "notebook_paths",
     "run_notebook",
     "run_course",
@@ -34,66 +31,8 @@ __all__ = [
     "sync_repository",
 ]
 
-#: The course's models: name -> (config file stem, overrides, run-folder variant, notebook
-#: that trains it). Notebook 06 gathers them (and trains those still missing).
-COURSE_MODELS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
-    "2D U-Net coronal": ("unet2d", (), "", "03"),
-    "2D U-Net sagittal": ("unet2d", ("data.plane=sagittal",), "sagittal", "06"),
-    "2D U-Net axial": ("unet2d", ("data.plane=axial",), "axial", "06"),
-    "EfficientNet U-Net": ("efficientunet2d", (), "", "03"),
-    "3D U-Net volume": ("unet3d_volume", (), "", "04"),
-    "SegResNet volume": ("segresnet_volume", (), "", "04"),
-    "UNETR volume": ("unetr_volume", (), "", "04"),
-    "3D U-Net patches": ("unet3d_patches", (), "", "05"),
-}
-
 _BADGE = re.compile(r"colab\.research\.google\.com/github/[\w.\-]+/[\w.\-]+/blob/")
 _REPO_LINE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
-
-
-def gather_runs(
-    names: Sequence[str],
-    data_dir: str | Path,
-    runs_dir: str | Path,
-    profile: str,
-    seed: int = 0,
-    device: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """The course's trained runs, training any that is missing (same config and profile).
-
-    Args:
-        names: Keys of :data:`COURSE_MODELS`.
-        data_dir: IBSR18 or demo data.
-        runs_dir: The runs folder the notebooks share.
-        profile: ``quick``, ``full`` or ``smoke``.
-        seed: As the notebooks' ``SEED``.
-        device: Torch device for the loaded runs (default: the best available).
-        progress: Show training progress bars.
-
-    Returns:
-        Name -> :class:`~ibsr_helpers.inference.Run` (best weights), in ``names`` order.
-    """
-    from ibsr_helpers.config import load_config
-    from ibsr_helpers.environment import get_device
-    from ibsr_helpers.inference import load_run
-    from ibsr_helpers.plots import TrainingFigures
-    from ibsr_helpers.training import run_folder, standard_handlers, train
-
-    configs = (project_root() or Path.cwd()) / "configs"
-    runs = {}
-    for name in names:
-        stem, overrides, variant, _ = COURSE_MODELS[name]
-        config = load_config(configs / f"{stem}.yaml", profile, [f"seed={seed}", *overrides])
-        folder = run_folder(runs_dir, config, variant)
-        handlers = [*standard_handlers(progress), TrainingFigures()]
-        result = train(config, data_dir, folder, True, progress, "retrain", handlers)
-        state = "trained now" if result.trained else "found"
-        data = describe_record(read_data_record(folder))
-        dice = f"best validation mean Dice {result.best_dice:.3f}"
-        print(f"{name}: {folder} ({state} on {data}; {dice})")
-        runs[name] = load_run(folder, get_device(device))
-    return runs
 
 
 def repository(root: str | Path | None = None) -> str:

@@ -81,11 +81,3 @@ def test_export_html(tmp_path):
     nbformat.write(nb, str(path))
     html = course.export_html(path, tmp_path / "html")
     assert html.name == "07_demo.html" and "Title" in html.read_text()
-
-
-def test_course_models_name_real_configs():
-    from ibsr_helpers.config import load_config
-
-    for name, (stem, overrides, _, notebook) in course.COURSE_MODELS.items():
-        load_config(ROOT / "configs" / f"{stem}.yaml", "quick", list(overrides))
-        assert notebook in {"03", "04", "05", "06"}, name

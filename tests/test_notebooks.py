@@ -66,17 +66,29 @@ def course_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("course")
 
 
+#: Each training notebook at the smoke profile; those whose cpu path differs (recipe
+#: members, a config without a cpu profile) also at cpu+smoke: the cpu profile on the
+#: smoke grid (02 and 05 only read the cpu profiles, which tests/test_recipes.py loads).
+SMOKE_RUNS = [
+    *[(n, "smoke") for n in sorted(NOTEBOOKS) if n not in ("00", "01")],
+    *[(n, "cpu+smoke") for n in ("03", "04", "06")],
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("number", sorted(n for n in NOTEBOOKS if n not in ("00", "01")))
-def test_training_notebooks_smoke(number, any_root, course_folder, tmp_path):
-    parameters = {"PROFILE": "smoke", "DATA_DIR": str(any_root)}
+@pytest.mark.parametrize(("number", "profile"), SMOKE_RUNS)
+def test_training_notebooks_smoke(number, profile, any_root, course_folder, tmp_path):
+    parameters = {"PROFILE": profile, "DATA_DIR": str(any_root)}
     if number != "02":
         parameters["RUNS_DIR"] = str(course_folder / "runs")
     if number == "06":
-        parameters["REPORTS_DIR"] = str(course_folder / "reports")
+        parameters["REPORTS_DIR"] = str(course_folder / profile / "reports")
     out = run_notebook(NOTEBOOKS[number], tmp_path, parameters)
-    assert out.is_file()
+    text = _outputs_text(out)
+    if profile == "cpu+smoke" and number == "04":  # no cpu profile: said, not hidden
+        assert "has no cpu profile" in text and "its quick profile is used" in text
     if number == "06":
-        assert (course_folder / "reports" / "results.md").is_file()
-        assert (course_folder / "reports" / "submission.zip").is_file()
+        assert (course_folder / profile / "reports" / "results.md").is_file()
+        assert "cpu-ensemble: cpu ensemble + TTA" in text  # the recipe's rows joined
+        assert (course_folder / profile / "reports" / "submission.zip").is_file()
         assert "% on a tissue boundary" in _outputs_text(out)  # section 4's summary line

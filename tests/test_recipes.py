@@ -1,0 +1,151 @@
+"""The recipe registry: every recipe loads, bad files say why, a recipe run resumes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ibsr_helpers import cookbook, recipes
+from ibsr_helpers.cli import main
+from ibsr_helpers.errors import IBSRError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_recipes_the_product_promises_exist_and_load() -> None:
+    names = recipes.recipe_names()
+    assert {"course", "cpu", "cpu-ensemble", "gpu", "gpu-ensemble"} <= set(names)
+    for name in names:
+        recipe = recipes.load_recipe(name)
+        assert recipe.description and recipe.result_name in recipe.predictors()
+
+
+@pytest.mark.parametrize("profile", [None, "quick", "cpu", "full", "smoke"])
+def test_every_member_loads_at_every_profile(profile, capsys) -> None:
+    for recipe in recipes.all_recipes().values():
+        for member in recipe.members:
+            config = recipes.member_config(member, profile)
+            asked = profile or member.profile or "quick"
+            assert config["profile"] in (asked, recipes.FALLBACK_PROFILE)
+            if config["profile"] != asked:  # a fallback is never silent
+                assert f"has no {asked} profile" in capsys.readouterr().out
+
+
+def test_cpu_and_gpu_recipes_carry_the_levers() -> None:
+    for name, profile in (("cpu", "cpu"), ("gpu", "full")):
+        (member,) = recipes.load_recipe(name).members
+        config = recipes.member_config(member)
+        assert config["profile"] == profile and config["data"]["plane"] == "sagittal"
+        assert config["model"]["full_resolution_skip"] is True
+        assert config["data"]["context"] == 2 and config["data"]["sampler"] == "class_balanced"
+        assert config["data"]["augment"] is True
+
+
+def test_members_sharing_a_run_folder_share_a_config(tmp_path) -> None:
+    seen: dict[Path, dict] = {}
+    for recipe in recipes.all_recipes().values():
+        folders = set()
+        for member in recipe.members:
+            config = recipes.member_config(member, say=False)
+            folder = recipes.member_folder(member, tmp_path, config)
+            assert folder not in folders, f"{recipe.name}: two members train into {folder}"
+            folders.add(folder)
+            assert seen.setdefault(folder, config) == config, folder
+
+
+def test_train_command_reproduces_the_member(tmp_path) -> None:
+    recipe = recipes.load_recipe("cpu-ensemble")
+    member = recipe.member("2D U-Net sagittal, full-resolution skip, seed 1")
+    config = recipes.member_config(member)
+    folder = recipes.member_folder(member, tmp_path, config)
+    assert folder.name == "unet2d-sagittal-fullres-cpu-seed1"
+    command = recipes.train_command(member, config, folder)
+    assert command.startswith("ibsr-seg train --config configs/unet2d.yaml --profile cpu")
+    assert "--set data.plane=sagittal --set model.full_resolution_skip=true --set seed=1" in command
+
+
+BAD = {
+    "an unknown key": ("members: [{name: a, config: unet2d}]\ncombine: mean\n", "unknown key"),
+    "an unknown member": (
+        "members: [{name: a, config: unet2d}]\nensembles: {e: [a, b]}\n",
+        "ensemble 'e': no member",
+    ),
+    "an unknown result": ("members: [{name: a, config: unet2d}]\nresult: z\n", "result 'z'"),
+    "a missing config": ("members: [{name: a, config: nonet}]\n", "configs/nonet.yaml"),
+    "no members": ("description: x\n", "at least one member"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_recipe_file_is_refused_naming_the_problem(case, tmp_path, monkeypatch) -> None:
+    text, problem = BAD[case]
+    folder = tmp_path / "configs" / "recipes"
+    folder.mkdir(parents=True)
+    (tmp_path / "configs" / "unet2d.yaml").write_text((ROOT / "configs/unet2d.yaml").read_text())
+    (folder / "bad.yaml").write_text(text)
+    with pytest.raises(IBSRError, match=problem) as error:
+        recipes.load_recipe(folder / "bad.yaml")
+    assert "bad.yaml" in str(error.value)
+
+
+def test_an_unknown_recipe_lists_the_known_ones(capsys) -> None:
+    assert main(["recipe", "run", "cpuu"]) == 2
+    err = capsys.readouterr().err
+    assert "no recipe 'cpuu'" in err and "'cpu-ensemble'" in err
+
+
+def test_recipe_list_shows_members_results_and_minutes(capsys, tmp_path) -> None:
+    assert main(["recipe", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in recipes.recipe_names():
+        assert f"\n{name}: " in f"\n{out}"
+    assert "member 2D U-Net sagittal, full-resolution skip, seed 1" in out
+    assert "about 45 min on a 2-core CPU" in out
+    table = tmp_path / "recipes.csv"
+    table.write_text(
+        "recipe,mean_dice,csf_dice,minutes,date,hardware,made_by\n"
+        "cpu,0.9,0.8,40,2026-01-01,some CPU,a test\n"
+    )
+    text = recipes.describe_recipe(recipes.load_recipe("cpu"), table)
+    assert "reached: validation mean Dice 0.9 (CSF 0.8) in 40 min, 2026-01-01, some CPU" in text
+    assert "reached: not run yet" in recipes.describe_recipe(recipes.load_recipe("gpu"), table)
+
+
+@pytest.mark.slow
+def test_recipe_run_trains_predicts_grades_and_resumes(demo_root, tmp_path, capsys) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = ["recipe", "run", "cpu", "--profile", "smoke", "--data", str(demo_root)]
+    assert main([*args, "--out", str(out), "--runs", str(runs)]) == 0
+    first = capsys.readouterr().out
+    assert "1 of 1 runs to train" in first and "trained now" in first
+    md = (out / "results.md").read_text()
+    assert "ibsr-seg recipe run cpu --profile smoke" in md and "bf16" in md
+    assert "--set model.full_resolution_skip=true" in md
+    assert (out / "submission.zip").is_file()
+    assert sorted(p.name for p in (out / "submission").rglob("*.nii.gz")) == [
+        f"{s}_seg.nii.gz" for s in sorted(p.name for p in (demo_root).glob("*/Test_Set/*"))
+    ]
+    assert main([*args, "--out", str(out), "--runs", str(runs)]) == 0
+    second = capsys.readouterr().out
+    assert "to train" not in second and "(found on demo" in second
+    recipe = recipes.load_recipe("cpu-ensemble")
+    found = cookbook.gather(recipe, demo_root, runs, "smoke", train_missing=False, progress=False)
+    assert list(found.folders) == ["2D U-Net sagittal, full-resolution skip"]
+    assert len(found.missing) == 3
+    assert "2D U-Net coronal not trained yet (ibsr-seg train" in capsys.readouterr().out
+
+
+def test_a_recipe_run_needs_the_course_layout(tmp_path) -> None:
+    with pytest.raises(IBSRError, match="course layout"):
+        cookbook.split_folder(tmp_path, "val")
+
+
+def test_the_benchmark_keeps_no_registry_of_its_own(capsys) -> None:
+    spec = importlib.util.spec_from_file_location("cpu_recipes", ROOT / "benchmarks/cpu_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert not {"RECIPES", "EXPERIMENTS", "ENSEMBLES"} & set(vars(module))
+    with pytest.raises(IBSRError, match="no recipe 'nope'"):  # before any training
+        module.main(["--recipes", "nope", "--data", "/nonexistent"])
