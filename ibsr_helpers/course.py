@@ -153,7 +153,9 @@ def update_readme(
     """Put a course run's results into the README: its table, and its figures in ``images/``.
 
     The table (``reports/results.md``, with the date, hardware and command that made it)
-    replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->``.
+    replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->``;
+    the recorded recipe results (:func:`ibsr_helpers.recipes.results_markdown`) replace
+    the ``recipes`` block.
 
     Returns:
         The files written.
@@ -167,7 +169,13 @@ def update_readme(
     results = reports / "results.md"
     if not results.is_file():
         raise IBSRError("no results.md: run make course (notebook 06) first", reports)
+    from ibsr_helpers.recipes import results_markdown
+
+    for block in ("results", "recipes"):  # both there before either is written
+        if not has_readme_block(readme, block):
+            raise IBSRError(f"no <!-- {block}:start --> / <!-- {block}:end --> markers", readme)
     written = [replace_readme_block(readme, "results", results.read_text())]
+    replace_readme_block(readme, "recipes", results_markdown())
     images.mkdir(parents=True, exist_ok=True)
     for name in README_FIGURES:
         if (reports / "figures" / name).is_file():

@@ -38,6 +38,7 @@ __all__ = [
     "results_file",
     "reached",
     "describe_recipe",
+    "results_markdown",
     "all_recipes",
 ]
 
@@ -291,6 +292,28 @@ def reached(name: str, path: str | Path | None = None) -> list[dict[str, str]]:
         return []
     with path.open(newline="") as f:
         return [row for row in csv.DictReader(f) if row["recipe"] == name]
+
+
+def results_markdown(path: str | Path | None = None) -> str:
+    """Every recorded recipe result as a Markdown table (the README's ``recipes`` block)."""
+    path = Path(path) if path else results_file()
+    rows = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    lines = [
+        f"Recorded in `{path.parent.name}/{path.name}` (`ibsr-seg recipe run NAME --record`"
+        " appends a row); validation mean Dice over the 5 validation subjects.",
+        "",
+        "| recipe | mean Dice | CSF Dice | minutes | date | hardware | made by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['recipe']}` | **{r['mean_dice']}** | {r['csf_dice']} | {r['minutes'] or '–'} "
+            f"| {r['date']} | {r['hardware']} | {r['made_by']} |"
+        )
+    return "\n".join(lines)
 
 
 def _minutes(value: float | None, where: str) -> str:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -45,7 +47,7 @@ from ibsr_helpers.display import (
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import check_spacing
 
-__all__ = ["SliceViewer", "CompareViewer", "view"]
+__all__ = ["SliceViewer", "CompareViewer", "view", "view_files"]
 
 _PANEL_IN = 4.0  # longest side of a slice panel, inches
 _GAP_IN = 0.15  # space around panels
@@ -400,3 +402,41 @@ class CompareViewer(_PictureWidget):
         draw_error_grid(fig, img, lab, pred, sp, slices, self.alpha_widget.value)
         fig.suptitle(f"{self.subject_widget.value} · {self.model_widget.value}")
         return fig
+
+
+def view_files(
+    image: str | Path, segmentation: str | Path | None = None, **kwargs: Any
+) -> SliceViewer:
+    """Open a :class:`SliceViewer` on NIfTI files: a scan and its segmentation, if given.
+
+    For ``ibsr-seg predict``'s output: ``view_files("scan.nii.gz",
+    "preds/scan_seg.nii.gz")``. Both are reoriented to RAS, so any scan orientation shows
+    upright; the voxel size comes from the scan's header.
+
+    Args:
+        image: The scan.
+        segmentation: A label map on the scan's grid (values 0-3).
+        **kwargs: As :func:`view` (``title``, ``plane``, ``alpha``, ...).
+
+    Raises:
+        IBSRError: If a file cannot be read or the segmentation's grid differs from the
+            scan's (the message names it).
+    """
+    import nibabel as nib
+
+    from ibsr_helpers.io import load_nifti, squeeze_trailing
+
+    scan = nib.as_closest_canonical(load_nifti(image))
+    data = squeeze_trailing(np.asarray(scan.dataobj, dtype=np.float32))
+    labels = None
+    if segmentation is not None:
+        seg = nib.as_closest_canonical(load_nifti(segmentation))
+        labels = squeeze_trailing(np.asarray(seg.dataobj)).astype(np.int16)
+        if labels.shape != data.shape or not np.allclose(seg.affine, scan.affine, atol=1e-3):
+            raise IBSRError(
+                f"not on the grid of {Path(image).name} (shape {labels.shape} against "
+                f"{data.shape}, or another affine)",
+                segmentation,
+            )
+    kwargs.setdefault("title", Path(image).name)
+    return SliceViewer(data, labels, tuple(float(z) for z in scan.header.get_zooms()[:3]), **kwargs)

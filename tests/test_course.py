@@ -41,16 +41,21 @@ def test_update_readme_puts_the_results_between_the_markers(tmp_path):
     (reports / "results.md").write_text("- **date**: today\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     (reports / "figures" / "dice_boxplot.png").write_bytes(b"png")
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
+    readme.write_text(
+        "# x\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+        "<!-- recipes:start -->\nold too\n<!-- recipes:end -->\nafter\n"
+    )
     written = course.update_readme(reports, readme, tmp_path / "images")
     text = readme.read_text()
     assert "old" not in text and "| 1 | 2 |" in text and text.endswith("after\n")
+    assert "| `cpu-ensemble` | **0.9405** |" in text  # the recorded recipe results
     assert (tmp_path / "images" / "dice_boxplot.png").read_bytes() == b"png"
     assert len(written) == 2
-    readme.write_text("no markers")
-    with pytest.raises(IBSRError, match="markers"):
-        course.update_readme(reports, readme, tmp_path / "images")
-    assert readme.read_text() == "no markers"  # left as it was
+    for text in ("no markers", "<!-- results:start -->\nA\n<!-- results:end -->\n"):
+        readme.write_text(text)
+        with pytest.raises(IBSRError, match="markers"):
+            course.update_readme(reports, readme, tmp_path / "images")
+        assert readme.read_text() == text  # left as it was
     with pytest.raises(IBSRError, match="no results.md"):
         course.update_readme(tmp_path / "nothing", readme)
 

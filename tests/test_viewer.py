@@ -7,12 +7,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import write_scan
 
 from ibsr_helpers.data import Subject, Volume
 from ibsr_helpers.display import PLANES, slice_plane
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.preprocessing import PLANE_AXIS
-from ibsr_helpers.viewer import SliceViewer, view
+from ibsr_helpers.viewer import SliceViewer, view, view_files
 
 SHAPE = (24, 12, 20)  # small (X, Y, Z); axis 1 plays IBSR's 1.5 mm axis
 SPACING = (1.0, 1.5, 1.0)
@@ -233,3 +234,16 @@ def test_compare_viewer_switches_subject_model_and_slices(image, label):
     assert not np.array_equal(v.render()[40:], first[40:])
     with pytest.raises(IBSRError, match="nothing to compare"):
         CompareViewer([a], {"m": {}})
+
+
+def test_view_files_opens_a_scan_and_its_segmentation(tmp_path):
+    scan = write_scan(tmp_path / "scan.nii.gz")
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[5:15, 4:16, 6:14] = 2
+    seg = write_scan(tmp_path / "preds" / "scan_seg.nii.gz", labels)
+    viewer = view_files(scan, seg)
+    assert isinstance(viewer, SliceViewer) and png_bytes(viewer)
+    assert png_bytes(viewer) != png_bytes(view_files(scan))  # the labels are drawn
+    other = write_scan(tmp_path / "other_seg.nii.gz", np.zeros((20, 20, 10), np.uint8))
+    with pytest.raises(IBSRError, match="other_seg.nii.gz.*not on the grid of scan.nii.gz"):
+        view_files(scan, other)
