@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(hardware_header(data=describe_source(root), device=str(device)) + "\n", flush=True)
     member = load_recipe("gpu-ensemble").member(MEMBER)
     config = member_config(member, args.profile)
+    config["tracking"] = "none"  # no MLflow on the device machine
     train_cfg = config["train"]
     train_cfg.update(minutes=args.minutes, val_hd95=True, epochs=40, val_every=4)
     start = time.time()

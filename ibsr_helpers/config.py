@@ -299,6 +299,22 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
             raise IBSRError(message, source)
 
 
+def shared_profile(source: Path | None, name: str) -> dict[str, Any]:
+    """The settings a profile shares across configs: ``profiles/<name>.yaml`` beside the file.
+
+    ``configs/profiles/smoke.yaml`` holds the smoke grid and step counts once; a config's
+    own ``smoke`` entry then adds its tiny network. None for a mapping or a missing file.
+    """
+    shared = source.parent / "profiles" / f"{name}.yaml" if source is not None else None
+    if shared is None or not shared.is_file():
+        return {}
+    block = yaml.safe_load(shared.read_text()) or {}
+    if not isinstance(block, dict):
+        raise IBSRError("a shared profile must hold a mapping", shared)
+    check_settings(merge(DEFAULTS, block), shared)
+    return block
+
+
 def load_config(
     path: str | Path | Mapping[str, Any],
     profile: str | None = "quick",
@@ -310,7 +326,8 @@ def load_config(
         path: A YAML file, or an already loaded mapping.
         profile: Name of an entry of the file's ``profiles`` mapping (None: base only), or
             several joined by ``+``, applied in order: ``cpu+smoke`` is the cpu profile
-            on the smoke grid (how CI runs the notebooks' cpu path).
+            on the smoke grid (how CI runs the notebooks' cpu path). A profile's shared
+            block (:func:`shared_profile`) comes before the file's own entry.
         overrides: ``key.sub=value`` strings, applied last.
 
     Returns:
@@ -343,7 +360,7 @@ def load_config(
     for part in profile.split("+") if profile else []:  # "cpu+smoke": cpu, then smoke
         if part not in profiles:
             raise IBSRError(f"unknown profile {part!r}; this file has {sorted(profiles)}", source)
-        config = merge(config, profiles[part])
+        config = merge(merge(config, shared_profile(source, part)), profiles[part])
     config = apply_overrides(config, overrides)
     config["profile"] = profile
     check_settings(config, origin="--set ")  # the file's own settings passed above

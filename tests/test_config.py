@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,41 @@ def test_an_unknown_setting_in_any_profile_of_a_file_names_the_file(tmp_path):
     f.write_text("model: {name: unet2d}\noptim: {lr: 1e-3}\n")
     with pytest.raises(IBSRError, match="write 1.0e-3"):
         load_config(f, None)
+
+
+def test_config_files_hold_settings_with_one_line_comments():
+    root = Path(__file__).parents[1] / "configs"
+    files = [*CONFIGS, *sorted((root / "profiles").glob("*.yaml")), *sorted(root.glob("recipes/*"))]
+    for path in files:
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("# "), f"{path.name}: no first-line comment saying what it is"
+        comment = [line.lstrip().startswith("#") for line in lines]
+        runs = [i for i in range(1, len(lines)) if comment[i] and comment[i - 1]]
+        assert not runs, f"{path.name}:{runs[0] + 1}: a comment block; history goes to benchmarks/"
+        for number, line in enumerate(lines, 1):
+            assert len(line) <= 120, f"{path.name}:{number}: too long for a one-line comment"
+            assert not re.search(r"20\d\d-\d\d-\d\d|\b[0-9a-f]{7}\b", line), f"{path.name}:{number}"
+
+
+def test_the_smoke_block_lives_in_one_place(tmp_path):
+    from ibsr_helpers.config import shared_profile
+
+    shared = shared_profile(CONFIGS[0], "smoke")
+    assert shared["train"]["steps_per_epoch"] == 2 and shared["data"]["spacing"] == [2, 3, 2]
+    for path in CONFIGS:
+        own = yaml.safe_load(path.read_text())["profiles"]["smoke"]
+        assert "train" not in own and not {"spacing", "roi"} & set(own.get("data", {})), path.name
+        cfg = load_config(path, "smoke")
+        assert cfg["train"]["max_val_subjects"] == 1 and cfg["data"]["roi"] == [80, 64, 80]
+    copy = tmp_path / "unet2d.yaml"  # a config away from configs/: its own entry only
+    copy.write_text((CONFIGS[-1].parent / "unet2d.yaml").read_text())
+    assert load_config(copy, "smoke")["train"]["steps_per_epoch"] != 2
+
+
+def test_profiles_join_with_plus_in_order():
+    path = CONFIGS[0].parent / "unet2d.yaml"
+    cfg = load_config(path, "cpu+smoke")
+    assert cfg["profile"] == "cpu+smoke" and cfg["data"]["context"] == 2
+    assert cfg["train"]["steps_per_epoch"] == 2 and cfg["model"]["encoder_depth"] == 3
+    with pytest.raises(IBSRError, match="unknown profile 'cpuu'"):
+        load_config(path, "cpuu+smoke")

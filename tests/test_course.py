@@ -86,3 +86,25 @@ def test_export_html(tmp_path):
     nbformat.write(nb, str(path))
     html = course.export_html(path, tmp_path / "html")
     assert html.name == "07_demo.html" and "Title" in html.read_text()
+
+
+def test_readme_is_for_its_readers_and_its_recipe_table_is_current():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    order = [
+        "## Quick start",
+        "## For students",
+        "make lab",
+        "## For instructors",
+        "## Your own scans",
+        "view_files(",
+        "## Results",
+        "## Development",
+    ]
+    positions = [readme.index(s) for s in order]
+    assert positions == sorted(positions)
+    from ibsr_helpers.recipes import results_markdown
+
+    block = readme.split("<!-- recipes:start -->\n")[1].split("\n<!-- recipes:end -->")[0]
+    assert block == results_markdown(), "run make readme-results (ibsr-seg report)"
+    assert "make clean-runs" in readme and "clean-runs:" in (ROOT / "Makefile").read_text()
