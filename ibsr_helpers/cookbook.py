@@ -24,6 +24,7 @@ from ibsr_helpers.recipes import (
     Recipe,
     member_config,
     member_folder,
+    member_profile,
     results_file,
     train_command,
 )
@@ -70,13 +71,31 @@ def finished_run(folder: str | Path, data_dir: str | Path) -> bool:
     return bool(torch.load(last, map_location="cpu", weights_only=True).get("finished"))
 
 
-def _announce(recipe: Recipe, todo: list[str], total: int) -> None:
-    cpu = recipe.minutes.get("cpu")
-    estimate = f"about {cpu:g} min on a 2-core CPU for all {total}" if cpu else "not measured"
+def _announce(
+    recipe: Recipe, todo: list[str], configs: dict[str, dict], profile: str | None
+) -> None:
+    """One line before training: what is missing and how long it should take."""
+    budgets = [configs[n]["train"].get("minutes") for n in todo]
+    known = [b for b in budgets if b]
+    parts = []
+    if known:
+        parts.append(
+            f"about {sum(known) * 1.1:.0f} min for the {len(known)} with a training budget "
+            "(train.minutes, and their validations)"
+        )
+    natural = all(
+        member_profile(m, profile, say=False) == member_profile(m, None, say=False)
+        for m in recipe.members
+    )
+    if natural and recipe.minutes.get("cpu"):
+        parts.append(
+            f"about {recipe.minutes['cpu']:g} min on a 2-core CPU for the whole recipe "
+            f"(configs/recipes/{recipe.name}.yaml)"
+        )
+    estimate = "; ".join(parts) or "not estimated (no training budget at this profile)"
     print(
-        f"{recipe.name}: {len(todo)} of {total} runs to train ({', '.join(todo)}); "
-        f"expected time: {estimate} (configs/recipes/{recipe.name}.yaml); "
-        "interrupted runs resume where they stopped"
+        f"{recipe.name}: {len(todo)} of {len(configs)} runs to train ({', '.join(todo)}); "
+        f"expected: {estimate}; an interrupted run resumes where it stopped"
     )
 
 
@@ -117,7 +136,7 @@ def gather(
     done = {n: finished_run(f, data_dir) for n, f in folders.items()}
     todo = [n for n in folders if not done[n]]
     if todo and train_missing:
-        _announce(recipe, todo, len(folders))
+        _announce(recipe, todo, configs, profile)
     out = Gathered()
     for m in chosen:
         folder, command = folders[m.name], train_command(m, configs[m.name], folders[m.name])

@@ -217,28 +217,32 @@ def colab_secrets_to_env(names: Sequence[str]) -> list[str]:
 def storage(
     data_dir: str | None = None,
     runs_dir: str = "runs",
-    use_drive: bool = False,
+    use_drive: bool | None = None,
     drive_folder: str = "MyDrive/ibsr18-course",
 ) -> tuple[str | None, str]:
     """Where a notebook reads its data and writes its runs.
 
-    Returned as given, unless ``use_drive`` on Colab: then Google Drive is mounted, runs go
-    to ``<drive_folder>/runs`` and the data, unless given, is ``<drive_folder>/IBSR18``;
-    both survive a Colab runtime reset (the local disk does not).
+    On Colab, by default (``use_drive`` None or True), Google Drive is mounted, runs go to
+    ``<drive_folder>/runs`` and the data, unless given, is ``<drive_folder>/IBSR18``: both
+    survive a runtime reset and are shared by every notebook (each Colab notebook is its
+    own runtime). ``use_drive=False`` keeps the runtime's own disk. Elsewhere the folders
+    are returned as given.
 
     Args:
         data_dir: The notebook's ``DATA_DIR`` parameter.
         runs_dir: The notebook's ``RUNS_DIR`` parameter.
-        use_drive: The notebook's ``USE_DRIVE`` parameter.
+        use_drive: The notebook's ``USE_DRIVE`` parameter (None: Drive on Colab).
         drive_folder: The course's folder in the student's Drive.
 
     Returns:
         ``(data_dir, runs_dir)`` to use.
     """
-    if not use_drive:
-        return data_dir, runs_dir
     if not in_colab():
-        print("USE_DRIVE only applies on Google Colab; using the local folders.")
+        if use_drive:
+            print("USE_DRIVE only applies on Google Colab; using the local folders.")
+        return data_dir, runs_dir
+    if use_drive is False:
+        print(f"USE_DRIVE = False: runs in {runs_dir} on this runtime's disk, lost at a reset.")
         return data_dir, runs_dir
     from pathlib import Path
 
@@ -247,6 +251,7 @@ def storage(
     drive.mount("/content/drive")
     base = Path("/content/drive") / drive_folder
     (base / "runs").mkdir(parents=True, exist_ok=True)
+    print(f"runs in {base / 'runs'} (Google Drive; USE_DRIVE = False keeps them on this runtime)")
     if data_dir is None:
         if (base / "IBSR18").is_dir():
             data_dir = str(base / "IBSR18")

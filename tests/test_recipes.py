@@ -149,3 +149,17 @@ def test_the_benchmark_keeps_no_registry_of_its_own(capsys) -> None:
     assert not {"RECIPES", "EXPERIMENTS", "ENSEMBLES"} & set(vars(module))
     with pytest.raises(IBSRError, match="no recipe 'nope'"):  # before any training
         module.main(["--recipes", "nope", "--data", "/nonexistent"])
+
+
+def test_training_is_announced_with_its_expected_minutes(capsys) -> None:
+    recipe = recipes.load_recipe("cpu-ensemble")
+    names = [m.name for m in recipe.members]
+    for profile, expected in (
+        (None, "about 167 min for the 4 with a training budget"),
+        (None, "about 170 min on a 2-core CPU for the whole recipe"),
+        ("smoke", "expected: not estimated"),
+    ):
+        configs = {m.name: recipes.member_config(m, profile) for m in recipe.members}
+        cookbook._announce(recipe, names, configs, profile)
+        out = capsys.readouterr().out
+        assert "4 of 4 runs to train" in out and expected in out, out
