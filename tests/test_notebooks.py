@@ -92,3 +92,20 @@ def test_training_notebooks_smoke(number, profile, any_root, course_folder, tmp_
         assert "cpu-ensemble: cpu ensemble + TTA" in text  # the recipe's rows joined
         assert (course_folder / profile / "reports" / "submission.zip").is_file()
         assert "% on a tissue boundary" in _outputs_text(out)  # section 4's summary line
+
+
+def test_numbers_in_notebook_prose_come_from_results_files():
+    """A Dice-like number in a markdown cell must appear in a results file (or go)."""
+    import re
+
+    root = Path(__file__).parents[1]
+    results = [root / "benchmarks" / "README.md", *sorted((root / "benchmarks/results").glob("*"))]
+    corpus = "".join(p.read_text() for p in results) + (root / "README.md").read_text()
+    stale = []
+    for path in NOTEBOOKS.values():
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                text = "".join(cell["source"])
+                found = re.findall(r"(?<![\d.])0\.\d{3,4}(?!\d)", text)
+                stale += [f"{path.name}: {n}" for n in found if n not in corpus]
+    assert not stale, f"numbers in no results file (compute them, or cite the file): {stale}"
