@@ -10,15 +10,17 @@ REPORTS ?= reports
 # several GB of CUDA wheels on Linux):  make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install course test test-fast acceptance lint lab readme-results clean-runs help
+.PHONY: install course record test test-fast acceptance lint lab readme-results clean-runs help
 
 help:
 	@echo "make course          execute notebooks/NN_*.ipynb ($(PROFILE) profile) into $(REPORTS)/"
+	@echo "make record          run the notebooks on IBSR18 (quick) and keep their outputs in notebooks/"
 	@echo "make test            run the test suite (pytest, without the acceptance runs)"
 	@echo "make acceptance      real-data quality runs (minutes each; needs IBSR18)"
 	@echo "make lab             open JupyterLab on notebooks/ in the project's environment"
 	@echo "make readme-results  copy $(REPORTS)/results.md and figures into README.md and images/"
 	@echo "make lint            ruff"
+	@echo "make clean-runs      delete the runs the notebooks found (notebooks/runs, runs/) and $(REPORTS)/"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +33,12 @@ install: $(STAMP)
 
 course: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m ibsr_helpers.cli notebooks --profile $(PROFILE) --out $(REPORTS)
+
+# The committed notebooks' outputs: a real IBSR18 quick run (IBSR18_DIR or data/IBSR18),
+# from no runs, so every notebook shows its own training; their code hash is checked by a test.
+record: $(STAMP)
+	rm -rf notebooks/runs
+	MPLBACKEND=Agg $(PY) -m ibsr_helpers.cli notebooks --record --out $(REPORTS)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -m "not acceptance" $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ Subcommands::
     ibsr-seg grade --submissions DIR --gt DIR --out DIR
     ibsr-seg recipe list
     ibsr-seg recipe run NAME [--data DIR] [--out DIR] [--runs DIR] [--profile P] [--record]
-    ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR] [--sync-repository]
+    ibsr-seg notebooks [--profile quick] [--out reports] [--data DIR] [--record] [--sync-repository]
     ibsr-seg report [--reports reports] [--readme README.md] [--images images]
 
 ``predict --input`` takes NIfTI files under any names and folders of them at any depth
@@ -164,6 +164,11 @@ def _notebooks(args: argparse.Namespace) -> None:
         changed = sync_repository()
         print(f"repository {repository()}: {len(changed)} notebook(s) updated")
         return
+    if args.record:
+        from ibsr_helpers.course import record_notebooks
+
+        record_notebooks(args.data, args.only, args.out)
+        return
     run_course(args.out, profile=args.profile, data_dir=args.data, only=args.only)
 
 
@@ -302,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="folder for executed notebooks")
     p.add_argument("--data", default=None, help="data folder (default: found or demo)")
     p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 00 01")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="run them on IBSR18 (quick) and keep their outputs in notebooks/ (make record)",
+    )
     p.add_argument(
         "--sync-repository",
         action="store_true",

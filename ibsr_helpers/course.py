@@ -1,4 +1,4 @@
-"""The course as a whole: its notebooks, executed in order (``make course``), and their headers.
+"""The course as a whole: its notebooks run in order (``make course``) or recorded, their headers.
 
 Every notebook's first cells name the course's GitHub repository twice (the Colab badge
 and the clone in the setup cell). The address lives in one place, ``pyproject.toml``'s
@@ -29,7 +29,13 @@ __all__ = [
     "replace_readme_block",
     "repository",
     "sync_repository",
+    "code_hash",
+    "record_notebooks",
+    "RECORD_KEY",
 ]
+
+#: The notebook metadata key under which :func:`record_notebooks` says what it ran.
+RECORD_KEY = "ibsr_record"
 
 _BADGE = re.compile(r"colab\.research\.google\.com/github/[\w.\-]+/[\w.\-]+/blob/")
 _REPO_LINE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
@@ -239,3 +245,89 @@ def run_course(
             f"  {path.name} done in {time.time() - t:.0f} s -> {done[-1]}, {html.name}", flush=True
         )
     return done
+
+
+def code_hash(notebook: dict) -> str:
+    """SHA-256 (16 hex digits) of a notebook's code cells: what its outputs were made by."""
+    import hashlib
+
+    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    return hashlib.sha256("\n\x00".join(code).encode()).hexdigest()[:16]
+
+
+def record_notebooks(
+    data_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    reports: str | Path = "reports",
+    max_mb: float = 12.0,
+) -> list[Path]:
+    """Run the notebooks on IBSR18 (quick profile) and keep their outputs in ``notebooks/``.
+
+    Each notebook is executed as :func:`run_course` does; its outputs are then copied into
+    the committed notebook cell by cell (the papermill parameters cell is not kept), and its
+    metadata records the hash of the code that made them (:func:`code_hash`), the date,
+    profile, data and commit; a test fails when the code no longer matches. Notebooks
+    are written only once all of them ran, so a failure leaves the committed ones as they
+    were.
+
+    Args:
+        data_dir: IBSR18 (demo data is refused: its outputs would say nothing about IBSR18).
+        only: Notebook numbers to record (default all).
+        reports: Receives what ``make course`` writes (the executed notebooks, their HTML,
+            notebook 06's results table, figures and submission).
+        max_mb: Refuse to write notebooks larger than this together.
+
+    Returns:
+        The notebooks written.
+
+    Raises:
+        IBSRError: On demo data, a failing cell, or outputs over ``max_mb``.
+    """
+    from ibsr_helpers.data import is_demo_data
+    from ibsr_helpers.provenance import code_version
+
+    root, _ = resolve_data_dir(data_dir)
+    if is_demo_data(root):
+        raise IBSRError("recorded outputs must come from IBSR18, not demo data", root)
+    sources = {p.name: p for p in notebook_paths()}
+    recorded = {
+        sources[p.name]: _with_outputs(
+            json.loads(sources[p.name].read_text()), json.loads(p.read_text())
+        )
+        for p in run_course(reports, "quick", root, only)
+    }
+    date, commit = time.strftime("%Y-%m-%d"), code_version()
+    for nb in recorded.values():
+        nb["metadata"][RECORD_KEY] = {
+            "code_hash": code_hash(nb),
+            "profile": "quick",
+            "data": describe_source(root),
+            "date": date,
+            "commit": commit,
+            "command": "make record",
+        }
+    texts = {p: json.dumps(nb, indent=1, ensure_ascii=False) + "\n" for p, nb in recorded.items()}
+    total = sum(len(t.encode()) for t in texts.values()) / 2**20
+    if total > max_mb:
+        raise IBSRError(
+            f"recorded notebooks take {total:.1f} MB, over {max_mb:g} MB; nothing written"
+        )
+    for path, text in texts.items():
+        path.write_text(text)
+    print(f"recorded {len(texts)} notebooks ({total:.1f} MB) on {describe_source(root)}")
+    return list(texts)
+
+
+def _with_outputs(committed: dict, executed: dict) -> dict:
+    """The committed notebook with the executed copy's outputs, matched by cell id."""
+    ran = {c.get("id"): c for c in executed["cells"]}
+    for cell in committed["cells"]:
+        if cell["cell_type"] == "code":
+            done = ran.get(cell.get("id"))
+            if done is None:
+                raise IBSRError(f"cell {cell.get('id')} missing from the executed notebook")
+            cell["outputs"] = done.get("outputs", [])
+            cell["execution_count"] = done.get("execution_count")
+    if "widgets" in executed.get("metadata", {}):
+        committed["metadata"]["widgets"] = executed["metadata"]["widgets"]
+    return committed

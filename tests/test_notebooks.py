@@ -30,13 +30,35 @@ def _outputs_text(path: Path) -> str:
     return "\n".join(chunks)
 
 
-def test_notebooks_committed_without_outputs():
+def test_committed_outputs_are_a_recorded_ibsr18_run_of_this_code():
+    """Outputs on GitHub come from `make record` on IBSR18, and go stale loudly."""
+    from ibsr_helpers.course import RECORD_KEY, code_hash
+
+    total = 0
     for path in NOTEBOOKS.values():
         nb = json.loads(path.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        assert all(not c.get("outputs") for c in code), path.name
         tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1 and "PROFILE" in "".join(tagged[0]["source"]), path.name
+        record = nb["metadata"].get(RECORD_KEY)
+        assert record, f"{path.name}: no recorded outputs (make record)"
+        assert record["code_hash"] == code_hash(nb), f"{path.name}: code changed since make record"
+        assert record["data"].startswith("IBSR18") and record["profile"] == "quick"
+        assert any(c.get("outputs") for c in code), path.name
+        assert "not IBSR18" not in _outputs_text(path), f"{path.name}: a demo-data banner"
+        assert not any(c.get("metadata", {}).get("tags") == ["injected-parameters"] for c in code)
+        total += path.stat().st_size
+    assert total <= 12 * 2**20, f"{total / 2**20:.1f} MB of notebooks"
+
+
+def test_record_refuses_demo_data_and_writes_nothing(demo_root):
+    from ibsr_helpers.course import record_notebooks
+    from ibsr_helpers.errors import IBSRError
+
+    before = {p: p.read_text() for p in NOTEBOOKS.values()}
+    with pytest.raises(IBSRError, match="not demo data"):
+        record_notebooks(demo_root)
+    assert before == {p: p.read_text() for p in NOTEBOOKS.values()}
 
 
 def test_notebook_cell_ids_are_unique():
