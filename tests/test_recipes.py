@@ -163,3 +163,19 @@ def test_training_is_announced_with_its_expected_minutes(capsys) -> None:
         cookbook._announce(recipe, names, configs, profile)
         out = capsys.readouterr().out
         assert "4 of 4 runs to train" in out and expected in out, out
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_end_to_end_on_a_cpu_at_smoke(demo_root, tmp_path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks/gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--data", str(demo_root), "--out", str(tmp_path), "--profile", "smoke"]
+    assert module.main([*args, "--minutes", "0.5", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "3D U-Net patches, full-resolution skip (smoke profile" in out
+    assert "0.93 reached after" in out and "with flip TTA" in out and "s per volume" in out
+    assert "HD95 CSF" in out
+    history = {"epoch": [0, 1, 2], "minutes": [1.0, 2.0, 3.0], "val_epoch": [1, 2]}
+    assert module.minutes_to({**history, "val_mean_dice": [0.92, 0.935]}, 0.93) == 3.0
+    assert module.minutes_to({**history, "val_mean_dice": [0.92, 0.925]}, 0.93) is None
