@@ -29,7 +29,16 @@ from ibsr_helpers.recipes import (
     train_command,
 )
 
-__all__ = ["Gathered", "gather", "finished_run", "split_folder", "RecipeReport", "run_recipe"]
+__all__ = [
+    "Gathered",
+    "gather",
+    "finished_run",
+    "ScoredRecipe",
+    "score_recipe",
+    "split_folder",
+    "RecipeReport",
+    "run_recipe",
+]
 
 
 @dataclass
@@ -156,6 +165,79 @@ def gather(
         out.folders[m.name] = folder
         out.best_dice[m.name] = result.best_dice
     return out
+
+
+@dataclass
+class ScoredRecipe:
+    """A gathered recipe's rows, scored for a results table (see :func:`score_recipe`).
+
+    Attributes:
+        runs: Row-prefixed member name -> loaded run.
+        members: Row name -> the row-prefixed members it averages (TTA rows left out).
+        scores: :func:`ibsr_helpers.evaluation.evaluate_runs` rows of every predictor.
+        names: The row names, in the recipe's order.
+    """
+
+    runs: dict[str, Any]
+    members: dict[str, list[str]]
+    scores: Any
+    names: list[str]
+
+
+def score_recipe(
+    recipe: Recipe,
+    gathered: Gathered,
+    volumes: Sequence[Any],
+    segmentations: dict[str, dict[str, Any]] | None = None,
+    prefix: str | None = None,
+    device: str | None = None,
+) -> ScoredRecipe:
+    """Score every row a recipe reports (members, ensembles, the result ± TTA).
+
+    Row names start with ``prefix`` (default ``"<recipe>: "``), so they join another
+    results table (notebook 06's) without clashing with its own runs.
+
+    Args:
+        recipe: The recipe.
+        gathered: Its runs (:func:`gather`); every member must be there.
+        volumes: Labelled volumes to score on.
+        segmentations: Filled with ``row -> subject -> segmentation`` if given.
+        prefix: Put before every row name.
+        device: Torch device (default: the best available).
+
+    Returns:
+        A :class:`ScoredRecipe`.
+
+    Raises:
+        IBSRError: If a member has no finished run.
+    """
+    import pandas as pd
+
+    from ibsr_helpers.evaluation import evaluate_runs
+
+    if gathered.missing:
+        raise IBSRError(
+            f"{recipe.name}: {', '.join(gathered.missing)} not trained yet: "
+            "gather it with train_missing=True first"
+        )
+    prefix = f"{recipe.name}: " if prefix is None else prefix
+    loaded = {prefix + n: r for n, r in gathered.runs(device).items()}
+    rows = {
+        prefix + n: ([prefix + m for m in ms], tta) for n, (ms, tta) in recipe.predictors().items()
+    }
+    scores = [
+        evaluate_runs(
+            {n: [loaded[m] for m in ms] for n, (ms, t) in rows.items() if t == tta},
+            volumes,
+            tta=tta,
+            hd=True,
+            segmentations=segmentations,
+        )
+        for tta in (False, True)
+        if any(t == tta for _, t in rows.values())
+    ]
+    members = {n: ms for n, (ms, tta) in rows.items() if not tta}
+    return ScoredRecipe(loaded, members, pd.concat(scores, ignore_index=True), list(rows))
 
 
 def split_folder(root: str | Path, split: str) -> Path:

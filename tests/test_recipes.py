@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ibsr_helpers import cookbook, recipes
+from ibsr_helpers import cookbook, data, recipes
 from ibsr_helpers.cli import main
 from ibsr_helpers.errors import IBSRError
 
@@ -135,6 +135,20 @@ def test_recipe_run_trains_predicts_grades_and_resumes(demo_root, tmp_path, caps
     assert list(found.folders) == ["2D U-Net sagittal, full-resolution skip"]
     assert len(found.missing) == 3
     assert "2D U-Net coronal not trained yet (ibsr-seg train" in capsys.readouterr().out
+    with pytest.raises(IBSRError, match="2D U-Net coronal.*not trained yet"):
+        cookbook.score_recipe(recipe, found, [])
+    # notebook 06's rows of a gathered recipe: every predictor, prefixed, scored
+    cpu = recipes.load_recipe("cpu")
+    gathered = cookbook.gather(cpu, demo_root, runs, "smoke", train_missing=False, progress=False)
+    volumes = data.load_split(demo_root, "val", limit=1)
+    segmentations: dict = {}
+    scored = cookbook.score_recipe(cpu, gathered, volumes, segmentations)
+    assert scored.names == [f"cpu: {n}" for n in cpu.predictors()]
+    assert set(scored.scores["name"]) == set(scored.names) == set(segmentations)
+    assert all(0 <= d <= 1 for d in scored.scores["dice"])
+    untested = [n for n in scored.names if not cpu.predictors()[n.removeprefix("cpu: ")][1]]
+    assert list(scored.members) == untested
+    assert all(m in scored.runs for ms in scored.members.values() for m in ms)
 
 
 def test_a_recipe_run_needs_the_course_layout(tmp_path) -> None:
