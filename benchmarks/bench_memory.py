@@ -35,9 +35,9 @@ def measure(stem: str, batch: int, data: str | None) -> dict:
 
     from ibsr_helpers.config import load_config
     from ibsr_helpers.data import load_split, resolve_data_dir
-    from ibsr_helpers.models import build_model_from_config, count_parameters
+    from ibsr_helpers.models import build_network, count_parameters
     from ibsr_helpers.pipeline import build_pipeline
-    from ibsr_helpers.preprocessing import prepare_for
+    from ibsr_helpers.plan import prepare_for, specs
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
     from ibsr_helpers.step import build_train_step
 
@@ -46,12 +46,13 @@ def measure(stem: str, batch: int, data: str | None) -> dict:
     config = load_config(ROOT / "configs" / f"{stem}.yaml", "full", sets)
     root, _ = resolve_data_dir(data)
     volumes = prepare_for(config, load_split(root, "train", max(batch, 2), progress=False))
-    pipe = build_pipeline(config, volumes, torch.device("cpu"), samples=2 * batch)
+    plan = specs(config)
+    pipe = build_pipeline(plan.input, volumes, torch.device("cpu"), samples=2 * batch)
     fixed = pipe.to_device(next(iter(pipe.loader)))
     with PeakMemory("cpu") as baseline:
         pass
-    model = build_model_from_config(config, "cpu")
-    step = build_train_step(config, model, "cpu")
+    model = build_network(plan.model, "cpu")
+    step = build_train_step(plan.optim, model, "cpu")
     cost = time_train_steps(step, lambda: fixed, steps=1, warmup=0)
     return {
         "config": stem,

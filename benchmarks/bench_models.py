@@ -69,15 +69,9 @@ def measure(
     from ibsr_helpers.data import load_split, resolve_data_dir
     from ibsr_helpers.environment import get_device, seed_everything
     from ibsr_helpers.inference import Run, predict_volume
-    from ibsr_helpers.models import (
-        build_model_from_config,
-        count_parameters,
-        model_in_channels,
-        spatial_dims,
-    )
+    from ibsr_helpers.models import build_network, count_parameters
     from ibsr_helpers.pipeline import build_pipeline
-    from ibsr_helpers.plan import resolve_spacing
-    from ibsr_helpers.preprocessing import prepare_for
+    from ibsr_helpers.plan import prepare_for, resolve_spacing, specs
     from ibsr_helpers.profiling import PeakMemory, time_train_steps
     from ibsr_helpers.step import build_train_step
 
@@ -93,9 +87,10 @@ def measure(
     train_set = prepare_for(cfg, train_vols)
     val_vol = load_split(root, "val", 1, progress=False)[0]
     prepare_for(cfg, [val_vol])
-    pipe = build_pipeline(cfg, train_set, device, samples=(steps + 2) * int(t["batch_size"]))
-    model = build_model_from_config(cfg, device)
-    step = build_train_step(cfg, model, device)
+    plan = specs(cfg)
+    pipe = build_pipeline(plan.input, train_set, device, samples=(steps + 2) * int(t["batch_size"]))
+    model = build_network(plan.model, device)
+    step = build_train_step(plan.optim, model, device)
     batches = iter(pipe.loader)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,8 +112,8 @@ def measure(
     with PeakMemory(device) as peak:
         infer = {tta: seconds(run, tta) for tta in (False, True)}
     # the same TTA prediction through a 1x1 convolution: what the pipeline costs
-    conv = torch.nn.Conv2d if spatial_dims(cfg["model"]["name"]) == 2 else torch.nn.Conv3d
-    free = Run(conv(model_in_channels(cfg), 4, 1).to(device).eval(), cfg)
+    conv = torch.nn.Conv2d if plan.model.dims == 2 else torch.nn.Conv3d
+    free = Run(conv(plan.model.in_channels, 4, 1).to(device).eval(), cfg)
     seconds(free, True)  # warm-up
     infer["host"] = seconds(free, True)
     size = (

@@ -21,7 +21,8 @@ import argparse
 import torch
 
 from ibsr_helpers.config import load_config
-from ibsr_helpers.models import build_model_from_config, model_in_channels
+from ibsr_helpers.models import build_network
+from ibsr_helpers.plan import specs
 from ibsr_helpers.profiling import hardware_summary, time_train_steps
 from ibsr_helpers.step import build_train_step
 
@@ -37,7 +38,7 @@ def _batch(config: dict, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Te
     n = int(config["train"]["batch_size"])
     if len(shape) == 3:
         n *= int(config["data"]["patches_per_volume"])
-    image = torch.randn(n, model_in_channels(config), *shape)
+    image = torch.randn(n, specs(config).model.in_channels, *shape)
     label = torch.randint(0, 4, (n, 1, *shape))
     layout = torch.channels_last if len(shape) == 2 else torch.channels_last_3d
     return image.contiguous(memory_format=layout), label
@@ -60,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, (cfg_name, overrides, shape) in RECIPES.items():
         config = load_config(f"{ROOT_CONFIGS}/{cfg_name}.yaml", "cpu", overrides)
         torch.manual_seed(0)
-        model = build_model_from_config(config)
-        fused = build_train_step(config, model, "cpu")
-        loop = build_train_step(config, model, "cpu")
+        plan = specs(config)
+        model = build_network(plan.model)
+        fused = build_train_step(plan.optim, model, "cpu")
+        loop = build_train_step(plan.optim, model, "cpu")
         loop.optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=float(config["optim"]["lr"]),

@@ -8,6 +8,7 @@ Prediction never augments, except the flip test-time augmentation of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,20 +16,36 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["train_transforms", "mirrors_left_right", "brain_gamma"]
+__all__ = ["Augment", "train_transforms", "mirrors_left_right", "brain_gamma"]
 
 #: How often the contrast gamma (``data.gamma``) is applied to a training item.
 GAMMA_PROB = 0.3
 
 
-def mirrors_left_right(config: dict) -> bool:
-    """Whether a run trains on (and TTA may give it) left-right mirrored inputs.
+def mirrors_left_right(mode: str, plane: str) -> bool:
+    """Whether a run fed ``mode`` (on ``plane``) trains on left-right mirrored inputs.
 
-    Not a 2D run on sagittal slices: a sagittal slice has no left-right axis, and
-    mirroring the volume only reverses the order of its 2.5D neighbours, which such a run
-    never saw (flip TTA lowered the sagittal CPU recipe's mean Dice from 0.934 to 0.928).
+    Such a run may also be given mirrored inputs by flip TTA. Not a 2D run on sagittal
+    slices: a sagittal slice has no left-right axis, and mirroring the volume only reverses
+    the order of its 2.5D neighbours, which such a run never saw (flip TTA lowered the
+    sagittal CPU recipe's mean Dice from 0.934 to 0.928).
     """
-    return not (config["data"]["mode"] == "slices" and config["data"]["plane"] == "sagittal")
+    return not (mode == "slices" and plane == "sagittal")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The augmentation a run trains with (a config's ``data.augment``, ``data.gamma``).
+
+    Attributes:
+        enabled: Augment at all.
+        mirror: Left-right flips (:func:`mirrors_left_right`).
+        gamma: Range of a random gamma of the brain's contrast, or None.
+    """
+
+    enabled: bool = True
+    mirror: bool = True
+    gamma: tuple[float, float] | None = None
 
 
 def _nonzero(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -62,28 +79,27 @@ def brain_gamma(gamma: tuple[float, float], prob: float = GAMMA_PROB) -> list:
     ]
 
 
-def train_transforms(config: dict, spatial_dims: int):
+def train_transforms(augment: Augment, spatial_dims: int):
     """The random augmentation for training items ``{"image", "label"}`` (MONAI).
 
     2D slices: rotations (±15°), left-right flips (coronal and axial planes only: there
     is no left-right axis in a sagittal slice), small zoom, intensity scale/shift.
     3D volumes and patches: random affine (rotation ±9°, scale ±10%), bias field,
-    left-right flips, intensity scale/shift. With ``data.gamma`` ([low, high]), also a
+    left-right flips, intensity scale/shift. With ``gamma`` ([low, high]), also a
     random gamma of the brain's contrast (:func:`brain_gamma`). The transforms accept
     numpy arrays or torch tensors on any device, so the engine can run them on the GPU
     (``data.gpu_augment``).
 
     Args:
-        config: Full training config (reads ``data.augment``, ``data.gamma``,
-            ``data.plane``).
+        augment: What to apply (:func:`ibsr_helpers.plan.specs` makes it from a config).
         spatial_dims: 2 or 3.
 
     Returns:
-        A ``monai.transforms.Compose``, or None when ``data.augment`` is false.
+        A ``monai.transforms.Compose``, or None when ``augment.enabled`` is false.
     """
     from monai import transforms as mt
 
-    if not config["data"].get("augment", True):
+    if not augment.enabled:
         return None
     keys = ["image", "label"]
     modes = ("bilinear", "nearest")
@@ -105,7 +121,7 @@ def train_transforms(config: dict, spatial_dims: int):
                 padding_mode="constant",
             ),
         ]
-        if mirrors_left_right(config):
+        if augment.mirror:
             spatial.append(mt.RandFlipd(keys, prob=0.5, spatial_axis=0))
     else:
         spatial = [
@@ -120,7 +136,6 @@ def train_transforms(config: dict, spatial_dims: int):
             mt.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.1)),
             mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
         ]
-    gamma = config["data"]["gamma"]  # defaults are merged in: always present
-    if gamma is not None:
-        intensity += brain_gamma(tuple(gamma))
+    if augment.gamma is not None:
+        intensity += brain_gamma(augment.gamma)
     return mt.Compose(spatial + intensity)

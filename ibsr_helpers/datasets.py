@@ -10,6 +10,7 @@ axis 0, ``coronal`` along axis 1, ``axial`` along axis 2
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "slice_weights",
     "slice_stack",
     "weight_map",
+    "Sampling",
     "build_train_dataset",
 ]
 
@@ -361,32 +363,55 @@ class PatchDataset(_Augmented):
         return {k: torch.stack([o[k] for o in out]) for k in ("image", "label")}
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """What a run trains on, drawn how (a config's ``data`` section, made by the plan).
+
+    Attributes:
+        mode: ``slices``, ``volume`` or ``patches``.
+        plane: Slices only: ``sagittal``, ``coronal`` or ``axial``.
+        context: Slices only: neighbours each side (2.5D: ``2k + 1`` channels).
+        drop_empty: Slices only: skip slices without brain.
+        sampler: See :data:`SAMPLERS` and :data:`SLICE_SAMPLERS`.
+        class_ratios: ``class_balanced``: how often each class (bg, CSF, GM, WM) is aimed at.
+        patch_size: Patches only.
+        patches_per_volume: Patches only: patches cut from one volume per item.
+        pos_ratio: ``foreground`` sampler: positive/negative ratio.
+        weight_map: ``weighted`` sampler: ``boundary`` or ``inverse_frequency``.
+    """
+
+    mode: str = "slices"
+    plane: str = "coronal"
+    context: int = 0
+    drop_empty: bool = True
+    sampler: str = "class_balanced"
+    class_ratios: tuple[float, ...] = (0.0, 1.0, 1.0, 1.0)
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    patches_per_volume: int = 4
+    pos_ratio: float = 1.0
+    weight_map: str = "boundary"
+
+
 def build_train_dataset(
-    config: dict[str, Any],
+    sampling: Sampling,
     volumes: Sequence[Prepared],
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> _Augmented:
-    """The training dataset the config asks for (``data.mode``)."""
-    d = config["data"]
-    if d["mode"] == "slices":
+    """The training dataset ``sampling`` asks for (by its ``mode``)."""
+    d = sampling
+    if d.mode == "slices":
         return SliceDataset(
-            volumes,
-            d["plane"],
-            int(d["context"]),
-            bool(d["drop_empty"]),
-            transform,
-            d["sampler"],
-            d["class_ratios"],
+            volumes, d.plane, d.context, d.drop_empty, transform, d.sampler, d.class_ratios
         )
-    if d["mode"] == "volume":
+    if d.mode == "volume":
         return VolumeDataset(volumes, transform)
     return PatchDataset(
         volumes,
-        d["patch_size"],
-        d["sampler"],
-        int(d["patches_per_volume"]),
-        float(d["pos_ratio"]),
-        d["class_ratios"],
-        d["weight_map"],
+        d.patch_size,
+        d.sampler,
+        d.patches_per_volume,
+        d.pos_ratio,
+        d.class_ratios,
+        d.weight_map,
         transform,
     )

@@ -17,10 +17,11 @@ defaults are :class:`Validation`, :class:`Checkpoint`, the MLflow handler
 overlay figures are a handler of the figures package
 (:class:`ibsr_helpers.plots.TrainingFigures`) that the CLI and the notebooks add.
 
-Handlers see the trainer's state: ``config`` (the plan), ``out_dir``, ``model``, ``step``,
-``history``, ``best``, ``best_epoch``, ``best_seg``, ``val_set``, ``start_epoch``,
-``train_seconds``, ``resumed`` (what ``last.pt`` held) and ``extra_state`` (what a handler
-wants saved in ``last.pt``).
+Handlers see the trainer's state: ``config`` (the plan), ``specs`` (the plan per concept:
+:func:`ibsr_helpers.plan.specs`; handlers read their settings there), ``out_dir``,
+``model``, ``step``, ``history``, ``best``, ``best_epoch``, ``best_seg``, ``val_set``,
+``start_epoch``, ``train_seconds``, ``resumed`` (what ``last.pt`` held) and
+``extra_state`` (what a handler wants saved in ``last.pt``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ibsr_helpers.data import load_split
 from ibsr_helpers.evaluation import evaluate_runs
 from ibsr_helpers.inference import Run
 from ibsr_helpers.layout import TISSUES
-from ibsr_helpers.preprocessing import prepare_for
+from ibsr_helpers.preprocessing import prepare
 
 __all__ = ["Handler", "Validation", "Checkpoint", "Progress", "validate", "save_atomic"]
 
@@ -106,18 +107,18 @@ class Validation(Handler):
 
     def started(self, trainer: Any) -> None:
         """Load and prepare the validation subjects (once per call)."""
-        tcfg = trainer.config["train"]
-        limit = int(tcfg["max_val_subjects"] or 0) or None
-        trainer.val_set = load_split(trainer.data_dir, "val", limit, trainer.progress)
-        prepare_for(trainer.config, trainer.val_set)  # cached on the volumes
+        spec = trainer.specs.validation
+        trainer.val_set = load_split(trainer.data_dir, "val", spec.max_subjects, trainer.progress)
+        for volume in trainer.val_set:  # cached on the volumes
+            prepare(volume, trainer.specs.preprocessing)
 
     def epoch_completed(self, trainer: Any, epoch: int, record: dict[str, Any]) -> None:
         """Validate when due; scores go into ``record`` and the history."""
-        tcfg = trainer.config["train"]
-        if (epoch + 1) % int(tcfg["val_every"]) and epoch != int(tcfg["epochs"]) - 1:
+        spec = trainer.specs.validation
+        if (epoch + 1) % spec.every and epoch != trainer.specs.epochs - 1:
             return
         run = Run(trainer.model, trainer.config, trainer.out_dir)
-        scores = validate(run, trainer.val_set, keep_first=True, hd95=bool(tcfg["val_hd95"]))
+        scores = validate(run, trainer.val_set, keep_first=True, hd95=spec.hd95)
         first_seg = scores.pop("first_seg")
         record.update(scores)
         trainer.history["val_epoch"].append(epoch)
@@ -173,7 +174,7 @@ class Checkpoint(Handler):
     def ended(self, trainer: Any, status: str) -> None:
         """Mark ``last.pt`` finished once every handler has completed."""
         if status == "FINISHED":
-            self._last(trainer, int(trainer.config["train"]["epochs"]) - 1, finished=True)
+            self._last(trainer, trainer.specs.epochs - 1, finished=True)
 
 
 class Progress(Handler):
@@ -182,4 +183,4 @@ class Progress(Handler):
     def epoch_completed(self, trainer: Any, epoch: int, record: dict[str, Any]) -> None:
         """Print the epoch's line."""
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "lr")
-        tqdm.write(f"epoch {epoch + 1}/{trainer.config['train']['epochs']}: {shown}")
+        tqdm.write(f"epoch {epoch + 1}/{trainer.specs.epochs}: {shown}")

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ibsr_helpers.augmentation import mirrors_left_right
 from ibsr_helpers.data import Volume, load_subject
 from ibsr_helpers.environment import choose_precision
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.io import save_segmentation
-from ibsr_helpers.models import build_model_from_config, channels_last_inputs, fixed_input_size
+from ibsr_helpers.models import build_network
+from ibsr_helpers.plan import Specs, specs
 from ibsr_helpers.preprocessing import PLANE_AXIS, Prepared, Preprocessing, prepare
 from ibsr_helpers.scans import check_outputs, check_voxels, find_scans, skipped_note
 
@@ -64,8 +64,8 @@ class Run:
 
     Attributes:
         model: The network, in eval mode, on its device.
-        config: The training config it was trained with (its ``data`` section says how
-            scans are preprocessed for it).
+        config: The plan it was trained with (its ``config.json``); read through
+            :attr:`specs` (a change to it, e.g. ``inference.overlap``, applies at once).
         path: The run folder.
     """
 
@@ -80,9 +80,14 @@ class Run:
         return param.device if param is not None else torch.device("cpu")
 
     @property
+    def specs(self) -> Specs:
+        """The run's plan, one spec per concept (:func:`ibsr_helpers.plan.specs`)."""
+        return specs(self.config)
+
+    @property
     def preprocessing(self) -> Preprocessing:
         """How scans are prepared for this run (as in training)."""
-        return Preprocessing.from_config(self.config)
+        return self.specs.preprocessing
 
     @property
     def name(self) -> str:
@@ -109,7 +114,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise IBSRError(f"cannot read the checkpoint ({exc})", ckpt) from None
-    model = build_model_from_config(config, device)
+    model = build_network(specs(config).model, device)
     model.load_state_dict(state["model"] if "model" in state else state)
     return Run(model.eval(), config, run_dir)
 
@@ -182,8 +187,9 @@ def _check_fixed_size(run: Run, shape: Sequence[int]) -> None:
     Raises:
         IBSRError: If the run feeds whole volumes to such a network and ``shape`` differs.
     """
-    expected = fixed_input_size(run.config)
-    if expected is None or run.config["data"]["mode"] != "volume":
+    plan = run.specs
+    expected = plan.model.fixed_size
+    if expected is None or plan.sampling.mode != "volume":
         return
     if tuple(shape) != expected:
         raise IBSRError(
@@ -196,16 +202,16 @@ def _check_fixed_size(run: Run, shape: Sequence[int]) -> None:
 @torch.no_grad()
 def _forward(run: Run, image: np.ndarray) -> torch.Tensor:
     """Softmax probabilities ``(4, *image.shape)`` for a prepared volume (no TTA)."""
-    cfg, device = run.config, run.device
-    d = cfg["data"]
-    precision = choose_precision(device, cfg.get("train", {}).get("precision", "auto"))
+    plan, device = run.specs, run.device
+    d, inf = plan.sampling, plan.prediction
+    precision = choose_precision(device, inf.precision)
     with precision.autocast():
-        if d["mode"] == "slices":
+        if d.mode == "slices":
             from ibsr_helpers.datasets import slice_stack
 
-            stack = torch.from_numpy(slice_stack(image, d["plane"], int(d["context"])))
-            bs = int(cfg["inference"].get("batch_size", 16))
-            layout = torch.channels_last if channels_last_inputs(cfg, device) else None
+            stack = torch.from_numpy(slice_stack(image, d.plane, d.context))
+            bs = inf.batch_size
+            layout = torch.channels_last if plan.model.channels_last_on(device) else None
             outs = []
             for i in range(0, len(stack), bs):
                 batch = stack[i : i + bs].to(device)
@@ -213,16 +219,13 @@ def _forward(run: Run, image: np.ndarray) -> torch.Tensor:
                     batch = batch.contiguous(memory_format=layout)
                 outs.append(torch.softmax(run.model(batch).float(), 1).cpu())
             probs = torch.cat(outs)  # (N, 4, H, W)
-            return torch.movedim(probs, 0, PLANE_AXIS[d["plane"]] + 1)
+            return torch.movedim(probs, 0, PLANE_AXIS[d.plane] + 1)
         _check_fixed_size(run, image.shape)
         x = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
-        if d["mode"] == "volume":
+        if d.mode == "volume":
             logits = run.model(x)
         else:
-            inf = cfg["inference"]
-            logits = sliding_window(
-                run.model, x, d["patch_size"], float(inf["overlap"]), int(inf["sw_batch_size"])
-            )
+            logits = sliding_window(run.model, x, d.patch_size, inf.overlap, inf.sw_batch_size)
         return torch.softmax(logits.float(), 1)[0].cpu()
 
 
@@ -238,7 +241,7 @@ def prepared_probabilities(run: Run, prepared: Prepared, tta: bool = False) -> t
             f"{run.preprocessing}; predict from the raw volume instead"
         )
     total = None
-    flips = TTA_AXES if tta and mirrors_left_right(run.config) else ((),)
+    flips = TTA_AXES if tta and run.specs.input.augment.mirror else ((),)
     for axes in flips:
         x = np.flip(prepared.image, axes) if axes else prepared.image
         p = _forward(run, np.ascontiguousarray(x))

@@ -1,11 +1,12 @@
-"""Model factory: every network of the course, 2D and 3D, built by name or from a config.
+"""Model factory: every network of the course, 2D and 3D, built by name or from its spec.
 
-The engine never imports a network class itself: :func:`build_model_from_config` turns a
-training config into the network (its input channels, constructor settings and memory
-layout), in the style of smp's ``create_model``; :func:`config_divisor` says how much the
-preprocessing pads the input, :func:`fixed_input_size` the one size a network takes if it
-takes only one (UNETR), :func:`spatial_dims` how to feed it. Extra keyword arguments (from
-a YAML config's ``model`` section) go to the constructor.
+The engine never imports a network class itself: :func:`build_network` turns a
+:class:`ModelSpec` (made from a config by :func:`ibsr_helpers.plan.specs`) into the network
+(its input channels, constructor settings and memory layout), in the style of smp's
+``create_model``; :attr:`ModelSpec.divisor` says how much the preprocessing pads the
+input, :attr:`ModelSpec.fixed_size` the one size a network takes if it takes only one
+(UNETR), :func:`spatial_dims` how to feed it. Extra keyword arguments (from a YAML config's
+``model`` section) go to the constructor.
 
 ==================  ====  ===========================================================
 name                dims  network
@@ -28,7 +29,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,12 +42,9 @@ __all__ = [
     "model_settings",
     "MODEL_NAMES",
     "build_model",
-    "build_model_from_config",
-    "model_kwargs",
-    "model_in_channels",
-    "config_divisor",
-    "fixed_input_size",
-    "channels_last_inputs",
+    "ModelSpec",
+    "build_network",
+    "fixed_size_setting",
     "spatial_dims",
     "size_divisor",
     "count_parameters",
@@ -470,106 +468,93 @@ def size_divisor(name: str, **kwargs: Any) -> int:
     return _spec(name).divisor(kwargs)
 
 
-def model_in_channels(config: dict[str, Any]) -> int:
-    """Input channels of a config's network: ``2k+1`` for 2.5D slices, else 1."""
-    if config["data"]["mode"] == "slices":
-        return 2 * int(config["data"]["context"]) + 1
-    return 1
+def fixed_size_setting(name: str) -> str | None:
+    """The constructor setting of a network's one input size (UNETR's ``img_size``), or None.
 
-
-def fixed_input_size(config: dict[str, Any]) -> tuple[int, int, int] | None:
-    """The one input size ``(X, Y, Z)`` a config's network takes, if it takes only one.
-
-    UNETR's ViT has a fixed number of tokens: it takes exactly ``model.img_size``, which
-    defaults to the training patch (``data.mode: patches``) or else the brain box
-    (``data.roi``). Every other network takes any size divisible by :func:`config_divisor`.
-
-    Args:
-        config: A training config (``model`` and ``data`` sections are read).
-
-    Returns:
-        The three sides in voxels, or None for a network that takes any (divisible) size.
+    None: the network takes any size divisible by :func:`size_divisor`.
 
     Raises:
-        IBSRError: Unknown model name.
-
-    Example:
-        >>> fixed_input_size({"model": {"name": "unetr"}, "data": {"mode": "volume",
-        ...                   "roi": [192, 128, 192]}})
-        (192, 128, 192)
+        IBSRError: Unknown name.
     """
-    setting = _spec(config["model"]["name"]).fixed_size_setting
-    if setting is None:
-        return None
-    size = config["model"].get(setting)
-    if size is None:
-        d = config["data"]
-        size = d["patch_size"] if d["mode"] == "patches" else d["roi"]
-    sides = (size,) * 3 if isinstance(size, int) else size
-    return tuple(int(side) for side in sides)  # type: ignore[return-value]
+    return _spec(name).fixed_size_setting
 
 
-def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """The network's constructor settings from ``config["model"]`` (``name`` removed).
+@dataclass(frozen=True)
+class ModelSpec:
+    """The network a run trains, as :func:`build_network` builds it.
 
-    A network with a fixed input size gets :func:`fixed_input_size` as that setting (UNETR's
-    ``img_size``) when the config does not give it.
+    Made from a config's ``model`` (and ``data``) sections by :func:`ibsr_helpers.plan.specs`.
+
+    Attributes:
+        name: One of ``MODEL_NAMES``.
+        in_channels: ``2k + 1`` for 2.5D slices, else 1.
+        settings: The constructor's keyword arguments; a network with a fixed input size
+            has it here (UNETR's ``img_size``: the training patch or the brain box unless set).
+        channels_last: 2D networks in NHWC layout where that is faster
+            (``train.channels_last``; see :meth:`channels_last_on`).
     """
-    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
-    setting = _spec(config["model"]["name"]).fixed_size_setting
-    if setting is not None and setting not in kwargs:
-        kwargs[setting] = list(fixed_input_size(config))  # type: ignore[arg-type]
-    return kwargs
+
+    name: str
+    in_channels: int = 1
+    settings: dict[str, Any] = field(default_factory=dict)
+    channels_last: bool = True
+
+    @property
+    def dims(self) -> int:
+        """2 for slice models, 3 for volume ones (:func:`spatial_dims`)."""
+        return spatial_dims(self.name)
+
+    @property
+    def fixed_size(self) -> tuple[int, int, int] | None:
+        """The one input size ``(X, Y, Z)`` the network takes (UNETR), else None.
+
+        Example:
+            >>> ModelSpec("unetr", settings={"img_size": 64}).fixed_size
+            (64, 64, 64)
+        """
+        setting = fixed_size_setting(self.name)
+        if setting is None:
+            return None
+        size = self.settings[setting]
+        sides = (size,) * 3 if isinstance(size, int) else size
+        return tuple(int(side) for side in sides)  # type: ignore[return-value]
+
+    @property
+    def divisor(self) -> int:
+        """The multiple every input side must be (:func:`size_divisor`)."""
+        return size_divisor(self.name, **self.settings)
+
+    def channels_last_on(self, device: str | torch.device) -> bool:
+        """Whether inputs go channels-last on ``device``: 2D networks on CUDA and CPU.
+
+        NHWC convolutions are faster on CUDA and with oneDNN on the CPU (a 2D U-Net training
+        step: 0.73 s -> 0.52 s fp32, 0.31 s -> 0.26 s bf16 on a 2-core AMD EPYC).
+        """
+        on = torch.device(device).type in ("cuda", "cpu")
+        return self.channels_last and self.dims == 2 and on
 
 
-def config_divisor(config: dict[str, Any]) -> int:
-    """The multiple every input side of the config's network must be (see :func:`size_divisor`)."""
-    return size_divisor(config["model"]["name"], **model_kwargs(config))
+def build_network(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Module:
+    """The spec's network on ``device``, in the memory layout that is fastest there.
 
-
-def channels_last_inputs(config: dict[str, Any], device: torch.device) -> bool:
-    """Whether a config's 2D network runs channels-last (``train.channels_last``, not on mps).
-
-    NHWC convolutions are faster on CUDA and with oneDNN on the CPU (a 2D U-Net training
-    step: 0.73 s -> 0.52 s fp32, 0.31 s -> 0.26 s bf16 on a 2-core AMD EPYC).
-    """
-    return (
-        spatial_dims(config["model"]["name"]) == 2
-        and device.type in ("cuda", "cpu")
-        and bool(config.get("train", {}).get("channels_last", True))
-    )
-
-
-def build_model_from_config(
-    config: dict[str, Any], device: str | torch.device = "cpu"
-) -> nn.Module:
-    """The config's network on ``device``, in the memory layout that is fastest there.
-
-    2D networks are channels-last (see :func:`channels_last_inputs`); 3D networks on a
+    2D networks are channels-last (see :meth:`ModelSpec.channels_last_on`); 3D networks on a
     CPU are channels-last-3d (NDHWC), which makes 3D convolutions, their backward pass
     above all, several times faster there.
 
-    Args:
-        config: A training config (``model`` and ``data`` sections are read).
-        device: Where the weights go.
-
     Returns:
         The network with randomly initialised weights (or pretrained encoder weights when
-        ``model.encoder_weights`` asks for them).
+        ``encoder_weights`` asks for them).
 
     Raises:
         IBSRError: As :func:`build_model`.
     """
     device = torch.device(device)
     model = build_model(
-        config["model"]["name"],
-        in_channels=model_in_channels(config),
-        out_channels=4,
-        **model_kwargs(config),
+        spec.name, in_channels=spec.in_channels, out_channels=4, **spec.settings
     ).to(device)
-    if channels_last_inputs(config, device):
+    if spec.channels_last_on(device):
         model = model.to(memory_format=torch.channels_last)
-    elif spatial_dims(config["model"]["name"]) == 3 and device.type == "cpu":
+    elif spec.dims == 3 and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last_3d)
     return model
 

@@ -2,7 +2,7 @@
 
 A :class:`Pipeline` draws ``steps_per_epoch * batch_size`` samples an epoch from the
 prepared training volumes (slices, whole volumes or patches, :mod:`ibsr_helpers.datasets`),
-augments them in the loader or, with ``data.gpu_augment`` on CUDA, on the device, and
+augments them in the loader or, with ``gpu_augment`` on CUDA, on the device, and
 reseeds everything from ``seed + epoch`` so that a resumed run draws what an uninterrupted
 one would.
 """
@@ -10,18 +10,41 @@ one would.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from ibsr_helpers.augmentation import train_transforms
-from ibsr_helpers.datasets import EpochSampler, build_train_dataset
-from ibsr_helpers.models import channels_last_inputs, spatial_dims
+from ibsr_helpers.augmentation import Augment, train_transforms
+from ibsr_helpers.datasets import EpochSampler, Sampling, build_train_dataset
+from ibsr_helpers.models import ModelSpec
 from ibsr_helpers.preprocessing import Prepared
 
-__all__ = ["Pipeline", "build_pipeline"]
+__all__ = ["InputSpec", "Pipeline", "build_pipeline"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A run's training input (made from a config by :func:`ibsr_helpers.plan.specs`).
+
+    Attributes:
+        model: The network fed (its dimensions and memory layout).
+        sampling: What is drawn, how.
+        augment: The random augmentation.
+        batch_size: Samples a step.
+        steps_per_epoch: Steps an epoch.
+        num_workers: Loader processes (0: in the training process).
+        gpu_augment: Augment on the device (CUDA only) instead of in the loader.
+    """
+
+    model: ModelSpec
+    sampling: Sampling = field(default_factory=Sampling)
+    augment: Augment = field(default_factory=Augment)
+    batch_size: int = 8
+    steps_per_epoch: int = 50
+    num_workers: int = 0
+    gpu_augment: bool = False
 
 
 @dataclass
@@ -76,7 +99,7 @@ class Pipeline:
 
 
 def build_pipeline(
-    config: dict[str, Any],
+    spec: InputSpec,
     volumes: Sequence[Prepared],
     device: torch.device,
     seed: int = 0,
@@ -84,36 +107,33 @@ def build_pipeline(
     world: int = 1,
     samples: int | None = None,
 ) -> Pipeline:
-    """The training input for ``config`` over prepared training volumes.
+    """The training input ``spec`` asks for, over prepared training volumes.
 
     Args:
-        config: From :func:`ibsr_helpers.config.load_config`.
+        spec: From :func:`ibsr_helpers.plan.specs` (``.input``).
         volumes: The training volumes, through :func:`~ibsr_helpers.preprocessing.prepare`.
-        device: Where batches go; on CUDA with ``data.gpu_augment`` the augmentation runs
+        device: Where batches go; on CUDA with ``spec.gpu_augment`` the augmentation runs
             there, on the batch, instead of in the loader.
         seed: Base seed of the sampler and the random crops.
         rank: This process's rank (distributed training).
         world: Number of processes.
         samples: Samples per epoch (default ``steps_per_epoch * batch_size``).
     """
-    dcfg, tcfg = config["data"], config["train"]
-    gpu_aug = bool(dcfg.get("gpu_augment")) and device.type == "cuda"
-    augment = train_transforms(config, spatial_dims(config["model"]["name"]))
-    dataset = build_train_dataset(config, volumes, None if gpu_aug else augment)
-    batch_size = int(tcfg["batch_size"])
-    samples = samples or int(tcfg["steps_per_epoch"]) * batch_size
+    gpu_aug = spec.gpu_augment and device.type == "cuda"
+    augment = train_transforms(spec.augment, spec.model.dims)
+    dataset = build_train_dataset(spec.sampling, volumes, None if gpu_aug else augment)
+    samples = samples or spec.steps_per_epoch * spec.batch_size
     sampler = EpochSampler(
         len(dataset), samples, seed, rank, world, getattr(dataset, "weights", None)
     )
-    workers = int(dcfg.get("num_workers", 0))
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=spec.batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=spec.num_workers,
         drop_last=True,
         pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
+        persistent_workers=spec.num_workers > 0,
     )
     return Pipeline(
         dataset,
@@ -121,10 +141,7 @@ def build_pipeline(
         loader,
         device,
         gpu_augment=augment if gpu_aug else None,
-        channels_last=channels_last_inputs(config, device),
+        channels_last=spec.model.channels_last_on(device),
         seed=seed,
         rank=rank,
     )
-
-
-# --------------------------------------------------------------------------- validation

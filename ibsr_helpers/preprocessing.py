@@ -29,7 +29,7 @@ volume and records what it applied (:attr:`Prepared.applied`), so nothing can be
 normalised twice.
 
 Example:
-    >>> spec = Preprocessing.from_config(config)          # what the run was trained with
+    >>> spec = plan.specs(config).preprocessing           # what the run was trained with
     >>> prepared = prepare(volume, spec)                  # cached on the volume
     >>> probs = model_probabilities(prepared.image)       # (4, *prepared.image.shape)
     >>> on_scan_grid = prepared.invert(probs)             # (4, *volume.image.shape)
@@ -63,7 +63,6 @@ __all__ = [
     "minmax",
     "normalize",
     "prepare",
-    "prepare_for",
     "reorient",
     "median_spacing",
 ]
@@ -205,29 +204,6 @@ class Preprocessing:
             )
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise IBSRError(f"data.spacing must be three positive numbers, got {self.spacing}")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Preprocessing:
-        """The preprocessing a training config asks for.
-
-        ``data.spacing`` is a list of three numbers once a run has trained (the engine
-        replaces ``"auto"`` by the training scans' median spacing); ``"auto"``,
-        ``"native"`` or None here mean: keep every scan's own spacing.
-        """
-        from ibsr_helpers.models import config_divisor
-
-        d = config["data"]
-        spacing = d.get("spacing")
-        return cls(
-            orientation=str(d.get("orientation", "RAS")),
-            spacing=None
-            if spacing in (None, "auto", "native")
-            else tuple(float(s) for s in spacing),  # type: ignore[arg-type]
-            spacing_tolerance=float(d.get("spacing_tolerance", 0.2)),
-            normalize=str(d["normalize"]),
-            roi=tuple(int(r) for r in d["roi"]),  # type: ignore[arg-type]
-            divisor=config_divisor(config),
-        )
 
     def needs_resampling(self, spacing: Sequence[float]) -> bool:
         """Whether a scan of this (reoriented) ``spacing`` is resampled."""
@@ -484,40 +460,6 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
     )
     volume.prepared[spec] = prepared
     return prepared
-
-
-def spacing_for(config: Mapping[str, Any], reference: Sequence[Any]) -> Any:
-    """The voxel size a config trains at: ``data.spacing``, or for ``auto`` a median.
-
-    Args:
-        config: A config (not changed).
-        reference: The training scans: anything with an ``affine``.
-
-    Returns:
-        ``data.spacing`` as given, or for ``auto`` the median spacing of ``reference``.
-    """
-    d = config["data"]
-    if d.get("spacing", "auto") != "auto":
-        return d["spacing"]
-    return list(median_spacing(reference, d.get("orientation", "RAS")))
-
-
-def prepare_for(
-    config: Mapping[str, Any],
-    volumes: Sequence[Volume],
-    reference: Sequence[Volume] | None = None,
-) -> list[Prepared]:
-    """Prepare volumes as a run with ``config`` does (``config`` is not changed).
-
-    ``data.spacing: auto`` means the median spacing of ``reference`` (the training scans;
-    default: ``volumes``), as the engine's plan resolves it (:mod:`ibsr_helpers.plan`).
-
-    Returns:
-        One :class:`Prepared` per volume, in order.
-    """
-    spacing = spacing_for(config, reference or volumes)
-    spec = Preprocessing.from_config({**config, "data": {**config["data"], "spacing": spacing}})
-    return [prepare(v, spec) for v in volumes]
 
 
 def reorient(

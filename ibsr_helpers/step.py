@@ -2,12 +2,13 @@
 
 Below the engine (:mod:`ibsr_helpers.training`): the engine, the learning-rate figure
 (:func:`ibsr_helpers.plots.plot_lr_schedule`), :mod:`ibsr_helpers.profiling` and the
-benchmarks all build the one step from a config here, so there is one copy of it and no
-import circle.
+benchmarks all build the one step from an :class:`Optim` spec here (a config's ``loss``,
+``optim`` and ``train`` settings, made by :func:`ibsr_helpers.plan.specs`), so there is one
+copy of it and no import circle.
 
 Example:
-    >>> step = build_train_step(config, model, "cpu")      # doctest: +SKIP
-    >>> loss = step(image, label)                          # doctest: +SKIP
+    >>> step = build_train_step(plan.specs(config).optim, model, "cpu")  # doctest: +SKIP
+    >>> loss = step(image, label)                                        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,7 +23,32 @@ import torch
 from ibsr_helpers.environment import Precision, choose_precision
 from ibsr_helpers.losses import build_loss
 
-__all__ = ["TrainStep", "adamw", "build_train_step", "lr_lambda", "schedule_factor"]
+__all__ = ["Optim", "TrainStep", "adamw", "build_train_step", "lr_lambda", "schedule_factor"]
+
+
+@dataclass(frozen=True)
+class Optim:
+    """How a run optimises: loss, AdamW, its schedule over the run, and the precision.
+
+    Attributes:
+        epochs: Epochs of the run.
+        steps_per_epoch: Steps an epoch (the schedule spans ``epochs * steps_per_epoch``).
+        lr: Peak learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        warmup_epochs: Linear warm-up, in epochs (fractions allowed).
+        min_lr: Where the cosine ends.
+        loss: The loss's settings (:func:`ibsr_helpers.losses.build_loss`).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-6
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "dicefocal"})
+    precision: str = "auto"
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -38,14 +64,11 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable
     return factor
 
 
-def schedule_factor(config: dict[str, Any]) -> Callable[[int], float]:
-    """The learning-rate factor per step that ``config``'s run follows (:func:`lr_lambda`)."""
-    ocfg, tcfg = config["optim"], config["train"]
-    steps = int(tcfg["steps_per_epoch"])
+def schedule_factor(optim: Optim) -> Callable[[int], float]:
+    """The learning-rate factor per step that a run with ``optim`` follows (:func:`lr_lambda`)."""
+    steps = optim.steps_per_epoch
     return lr_lambda(
-        int(tcfg["epochs"]) * steps,
-        int(float(ocfg["warmup_epochs"]) * steps),
-        float(ocfg["min_lr"]) / float(ocfg["lr"]),
+        optim.epochs * steps, int(optim.warmup_epochs * steps), optim.min_lr / optim.lr
     )
 
 
@@ -116,21 +139,20 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim
 
 
 def build_train_step(
-    config: dict[str, Any],
+    optim: Optim,
     model: torch.nn.Module,
     device: torch.device | str,
     net: torch.nn.Module | None = None,
 ) -> TrainStep:
-    """The config's loss, optimiser, schedule and precision around ``model``.
+    """The loss, optimiser, schedule and precision ``optim`` asks for, around ``model``.
 
     Args:
-        config: A training config (``loss``, ``optim``, ``train`` sections).
+        optim: From :func:`ibsr_helpers.plan.specs` (``.optim``).
         model: The network whose parameters are optimised.
-        device: Where it runs (decides the precision when ``train.precision`` is auto).
+        device: Where it runs (decides the precision when ``optim.precision`` is auto).
         net: What the batch is fed to, if not ``model`` (a DDP wrapper).
     """
-    ocfg = config["optim"]
-    optimizer = adamw(model, lr=float(ocfg["lr"]), weight_decay=float(ocfg["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(config))
-    precision = choose_precision(device, config["train"].get("precision", "auto"))
-    return TrainStep(net or model, build_loss(**config["loss"]), optimizer, scheduler, precision)
+    optimizer = adamw(model, lr=optim.lr, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(optim))
+    precision = choose_precision(device, optim.precision)
+    return TrainStep(net or model, build_loss(**optim.loss), optimizer, scheduler, precision)

@@ -10,6 +10,10 @@ A run is a sequence of named steps, in the shape of MONAI's engines and their ev
    returned as it is (``resume=True``);
 2. :meth:`Trainer.prepare_data`: read every training subject once and take it through the
    one preprocessing (:func:`ibsr_helpers.preprocessing.prepare`);
+
+From step 2 on, the modules below the engine get their spec of the plan
+(:attr:`Trainer.specs`: preprocessing, network, input, optimisation, validation), never
+the config itself.
 3. :meth:`Trainer.build`: model and training step (:mod:`ibsr_helpers.step`); with
    ``train.minutes`` set, :meth:`Trainer.fit_to_minutes` times a few steps first and fits
    the plan's epochs to that many minutes of training on this machine;
@@ -53,10 +57,10 @@ from ibsr_helpers.environment import get_device, seed_everything
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.handlers import Checkpoint, Handler, Progress, Validation
 from ibsr_helpers.io import load_nifti
-from ibsr_helpers.models import build_model_from_config, fixed_input_size, spatial_dims
+from ibsr_helpers.models import build_network
 from ibsr_helpers.pipeline import build_pipeline
-from ibsr_helpers.plan import PLAN, fit_budget, plan_difference, resolve_spacing
-from ibsr_helpers.preprocessing import Prepared, prepare_for
+from ibsr_helpers.plan import PLAN, Specs, fit_budget, plan_difference, resolve_spacing, specs
+from ibsr_helpers.preprocessing import Prepared, prepare
 from ibsr_helpers.profiling import time_train_steps
 from ibsr_helpers.provenance import (
     DATA_RECORD,
@@ -92,23 +96,22 @@ class TrainResult:
     trained: bool = True
 
 
-def _check_volume_boxes(config: dict[str, Any], volumes: Sequence[Prepared]) -> None:
+def _check_volume_boxes(plan: Specs, volumes: Sequence[Prepared]) -> None:
     """Whole-volume training batches boxes together, and UNETR takes one size only.
 
     Raises:
         IBSRError: Naming the brains whose box outgrew ``data.roi``, with the size needed.
     """
-    d, t = config["data"], config["train"]
-    if d["mode"] != "volume":
+    if plan.sampling.mode != "volume":
         return
     sizes = {v.id: tuple(v.image.shape) for v in volumes}
-    fixed = fixed_input_size(config)  # UNETR's img_size; None: a network of any size
+    fixed = plan.model.fixed_size  # UNETR's img_size; None: a network of any size
     odd = [i for i, s in sizes.items() if s != (fixed or max(sizes.values()))]
-    if odd and (fixed or int(t["batch_size"]) > 1):
+    if odd and (fixed or plan.input.batch_size > 1):
         need = tuple(int(max(s[k] for s in sizes.values())) for k in range(3))
         raise IBSRError(
             f"the brains of {', '.join(odd[:4])} need a box of {need} voxels, larger than "
-            f"data.roi {list(d['roi'])}: "
+            f"data.roi {list(plan.preprocessing.roi)}: "
             + (
                 "UNETR takes exactly img_size; raise data.roi and model.img_size"
                 if fixed
@@ -173,6 +176,11 @@ class Trainer:
         self.resumed: dict[str, Any] = {}  # what last.pt held, for the handlers
         self.extra_state: dict[str, Any] = {}  # what handlers want saved in last.pt
         self.handlers: list[Handler] = list(handlers) if handlers is not None else []
+
+    @property
+    def specs(self) -> Specs:
+        """The plan, one spec per concept (:func:`ibsr_helpers.plan.specs`)."""
+        return specs(self.config)
 
     # 0 ---------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -267,30 +275,27 @@ class Trainer:
     # 2 ---------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Read every training subject once and prepare it; build the training input."""
-        dcfg = self.config["data"]
-        name = self.config["model"]["name"]
-        if (spatial_dims(name) == 2) != (dcfg["mode"] == "slices"):
-            raise IBSRError(
-                f"model {name!r} is {spatial_dims(name)}D but data.mode is {dcfg['mode']!r}"
-            )
-        self.train_set = prepare_for(
-            self.config, load_split(self.data_dir, "train", None, self.progress)
-        )
-        _check_volume_boxes(self.config, self.train_set)
+        plan = self.specs
+        model, mode = plan.model, plan.sampling.mode
+        if (model.dims == 2) != (mode == "slices"):
+            raise IBSRError(f"model {model.name!r} is {model.dims}D but data.mode is {mode!r}")
+        volumes = load_split(self.data_dir, "train", None, self.progress)
+        self.train_set = [prepare(v, plan.preprocessing) for v in volumes]
+        _check_volume_boxes(plan, self.train_set)
         self.pipeline = build_pipeline(
-            self.config, self.train_set, self.device, self.seed, self.rank, self.world
+            plan.input, self.train_set, self.device, self.seed, self.rank, self.world
         )
 
     # 3 ---------------------------------------------------------------------------------
     def build(self) -> None:
         """Model (DDP-wrapped when distributed), loss, optimiser, schedule, precision."""
-        self.model = build_model_from_config(self.config, self.device)
+        self.model = build_network(self.specs.model, self.device)
         net = self.model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.step = build_train_step(self.config, self.model, self.device, net)
+        self.step = build_train_step(self.specs.optim, self.model, self.device, net)
         self.net = net
 
     def fit_to_minutes(self, timed_steps: int = 10, warmup: int = 6) -> None:
@@ -348,10 +353,10 @@ class Trainer:
                 f"(about {epochs * asked * step_s / 60:.0f} min) {fits}"
             )
         # a fresh optimiser and schedule: the timed steps leave no trace
-        self.step = build_train_step(self.config, self.model, self.device, self.net)
+        self.step = build_train_step(self.specs.optim, self.model, self.device, self.net)
         if steps != asked:
             self.pipeline = build_pipeline(
-                self.config, self.train_set, self.device, self.seed, self.rank, self.world
+                self.specs.input, self.train_set, self.device, self.seed, self.rank, self.world
             )
 
     # 4 ---------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from ibsr_helpers.config import load_config
-    from ibsr_helpers.models import build_model_from_config
+    from ibsr_helpers.models import build_network
+    from ibsr_helpers.plan import specs
 
     cfg = load_config(
         {
@@ -72,7 +73,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-run")
     (folder / "config.json").write_text(json.dumps(cfg))
     torch.manual_seed(0)
-    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    torch.save({"model": build_network(specs(cfg).model).state_dict()}, folder / "best.pt")
     return folder
 
 

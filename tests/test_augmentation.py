@@ -10,6 +10,7 @@ import pytest
 
 from ibsr_helpers.augmentation import brain_gamma, train_transforms
 from ibsr_helpers.config import load_config
+from ibsr_helpers.plan import specs
 
 UNET2D = Path(__file__).parents[1] / "configs" / "unet2d.yaml"
 
@@ -44,7 +45,7 @@ def test_brain_gamma_bends_the_brain_and_keeps_the_background(as_tensor):
 @pytest.mark.parametrize("gamma", [None, [0.7, 1.5]])
 def test_train_transforms_add_the_gamma_only_when_asked(gamma):
     config = load_config(UNET2D, "cpu", ["data.plane=sagittal", f"data.gamma={json.dumps(gamma)}"])
-    transform = train_transforms(config, 2)
+    transform = train_transforms(specs(config).input.augment, 2)
     names = [type(t).__name__ for t in transform.transforms]
     assert ("RandAdjustContrastd" in names) == (gamma is not None)
     transform.set_random_state(3)

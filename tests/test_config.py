@@ -22,13 +22,14 @@ def test_every_config_has_quick_full_and_smoke_profiles():
 
 @pytest.mark.parametrize(("path", "profile"), PROFILES, ids=[f"{p.stem}-{q}" for p, q in PROFILES])
 def test_every_config_loads_and_builds(path, profile):
-    from ibsr_helpers.models import build_model_from_config, spatial_dims
+    from ibsr_helpers.models import build_network
+    from ibsr_helpers.plan import specs
 
     cfg = load_config(path, profile)
     assert cfg["profile"] == profile
-    dims = spatial_dims(cfg["model"]["name"])
-    assert (dims == 2) == (cfg["data"]["mode"] == "slices")
-    build_model_from_config(cfg)
+    spec = specs(cfg)
+    assert (spec.model.dims == 2) == (spec.sampling.mode == "slices")
+    build_network(spec.model)
 
 
 def test_profile_and_overrides(tmp_path):

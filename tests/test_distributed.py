@@ -5,7 +5,7 @@
 names to observe it: the sampler (which indices each rank draws), ``Pipeline.to_device``
 (a checksum of every batch each rank trains on), ``handlers.save_atomic`` (who writes
 checkpoints) and
-``build_model_from_config`` (to keep the trained model).
+``build_network`` (to keep the trained model).
 At the end each rank saves the weights it ended with. The test then checks that the
 ranks trained on different samples, ended with identical weights (DDP averages the
 gradients, so every rank takes the same step) and that only rank 0 wrote files.
@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent("""
 
     built = []
     to_device, save = pipeline.Pipeline.to_device, handlers.save_atomic
-    build_model = training.build_model_from_config
+    build_model = training.build_network
 
     def recording_to_device(pipe, batch):
         image, label = to_device(pipe, batch)
@@ -63,7 +63,7 @@ SCRIPT = textwrap.dedent("""
 
     pipeline.EpochSampler = RecordingSampler
     pipeline.Pipeline.to_device, handlers.save_atomic = recording_to_device, recording_save
-    training.build_model_from_config = recording_build_model
+    training.build_network = recording_build_model
 
     config = json.loads((log_dir / "config.json").read_text())
     training.train(config, data_dir, out_dir, progress=False)

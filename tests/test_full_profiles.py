@@ -19,9 +19,10 @@ import torch
 from ibsr_helpers.config import load_config
 from ibsr_helpers.data import load_split
 from ibsr_helpers.inference import Run, predict_volume
-from ibsr_helpers.models import build_model_from_config
+from ibsr_helpers.models import build_network
 from ibsr_helpers.pipeline import build_pipeline
-from ibsr_helpers.preprocessing import PLANE_AXIS, prepare_for
+from ibsr_helpers.plan import prepare_for, specs
+from ibsr_helpers.preprocessing import PLANE_AXIS
 from ibsr_helpers.step import build_train_step
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -50,7 +51,8 @@ def test_full_profile_trains_one_step_and_predicts_on_the_cpu(path, scans):
     train, val = scans
     prepared = prepare_for(config, train)
     d, box = config["data"], prepared[0].image.shape
-    pipe = build_pipeline(config, prepared, torch.device("cpu"), samples=1)
+    plan = specs(config)
+    pipe = build_pipeline(plan.input, prepared, torch.device("cpu"), samples=1)
     image, label = pipe.to_device(next(iter(pipe.loader)))
     if d["mode"] == "slices":
         in_plane = np.delete(np.array(box), PLANE_AXIS[d["plane"]])
@@ -58,8 +60,8 @@ def test_full_profile_trains_one_step_and_predicts_on_the_cpu(path, scans):
     else:
         expected = (1, 1, *(box if d["mode"] == "volume" else d["patch_size"]))
     assert tuple(image.shape) == expected and label.shape[2:] == image.shape[2:]
-    model = build_model_from_config(config, "cpu")
-    step = build_train_step(config, model, "cpu")
+    model = build_network(plan.model, "cpu")
+    step = build_train_step(plan.optim, model, "cpu")
     before = [p.detach().clone() for p in model.parameters()][:3]
     loss = step(image, label)
     assert np.isfinite(loss)

@@ -251,8 +251,12 @@ def test_a_label_map_given_as_a_scan_stops_there_and_keeps_what_was_written(tiny
 def test_a_fixed_size_network_refuses_a_larger_brain_box(name, mode, shape, refused):
     from types import SimpleNamespace
 
+    from ibsr_helpers.config import load_config
+    from ibsr_helpers.plan import specs
+
     model = {"name": name, **({"img_size": [96, 64, 96]} if name == "unetr" else {})}
-    run = SimpleNamespace(config={"model": model, "data": {"mode": mode, "roi": [96, 64, 96]}})
+    config = load_config({"model": model, "data": {"mode": mode, "roi": [96, 64, 96]}}, None)
+    run = SimpleNamespace(specs=specs(config))
     if refused:
         with pytest.raises(
             IBSRError, match=r"needs a box of \(112, 64, 96\).*exactly \(96, 64, 96\)"

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from ibsr_helpers import models
+from ibsr_helpers.config import DEFAULTS
 from ibsr_helpers.errors import IBSRError
+from ibsr_helpers.plan import specs
 
 # Tiny inputs: the smallest the deepest default network accepts (2D: 32, 3D: 16).
 INPUTS = {2: (2, 1, 64, 64), 3: (2, 1, 32, 32, 32)}
@@ -119,11 +121,12 @@ def test_full_resolution_skip_is_a_config_setting_and_reloads() -> None:
     cfg = load_config(
         {"model": {"name": "unet2d", "full_resolution_skip": True}, "data": {"context": 2}}, None
     )
-    model = models.build_model_from_config(cfg)
-    again = models.build_model_from_config(cfg)
+    spec = specs(cfg).model
+    model = models.build_network(spec)
+    again = models.build_network(spec)
     again.load_state_dict(model.state_dict())  # strict: the same keys and shapes
     assert any(k.startswith("full_resolution.") for k in model.state_dict())
-    assert models.config_divisor(cfg) == 32
+    assert spec.divisor == 32
 
 
 def test_size_divisor_follows_the_settings() -> None:
@@ -211,7 +214,7 @@ def test_importing_models_has_no_side_effects_and_smp_works_at_first_use() -> No
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_build_model_from_config_reads_channels_settings_and_layout() -> None:
+def test_the_model_spec_reads_channels_settings_and_layout() -> None:
     from ibsr_helpers.config import load_config
 
     cfg = load_config(
@@ -221,16 +224,16 @@ def test_build_model_from_config_reads_channels_settings_and_layout() -> None:
         },
         None,
     )
-    model = models.build_model_from_config(cfg)
-    assert models.config_divisor(cfg) == 4 and models.model_in_channels(cfg) == 1
+    spec = specs(cfg).model
+    model = models.build_network(spec)
+    assert spec.divisor == 4 and spec.in_channels == 1
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
     assert conv.out_channels == 4
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)  # CPU layout
     cfg2 = load_config({"model": {"name": "unet2d"}, "data": {"context": 2}}, None)
-    first = next(
-        m for m in models.build_model_from_config(cfg2).modules() if isinstance(m, torch.nn.Conv2d)
-    )
-    assert first.in_channels == 5 and models.config_divisor(cfg2) == 32
+    spec2 = specs(cfg2).model
+    first = next(m for m in models.build_network(spec2).modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 5 and spec2.divisor == 32
 
 
 def test_offline_pretrained_weights_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -272,29 +275,34 @@ def test_an_unreachable_hub_fails_fast_through_the_environment_probe(
     assert constants.HF_HUB_OFFLINE is False  # the offline switch is put back
 
 
-def _config(name: str, mode: str = "volume", **model: object) -> dict:
-    return {
-        "model": {"name": name, **model},
-        "data": {"mode": mode, "roi": [192, 128, 192], "patch_size": [64, 64, 64]},
-    }
+def _model(name: str, mode: str = "volume", **model: object) -> models.ModelSpec:
+    """The model spec the plan makes of a config (whole volumes: a 192 x 128 x 192 box)."""
+    data = {"mode": mode, "roi": [192, 128, 192], "patch_size": [64, 64, 64]}
+    return specs(
+        {
+            **DEFAULTS,
+            "model": {"name": name, **model},
+            "data": data | {k: v for k, v in DEFAULTS["data"].items() if k not in data},
+        }
+    ).model
 
 
-def test_fixed_input_size_is_unetrs_img_size_and_none_elsewhere() -> None:
-    assert models.fixed_input_size(_config("unetr")) == (192, 128, 192)
-    assert models.fixed_input_size(_config("unetr", "patches")) == (64, 64, 64)
-    assert models.fixed_input_size(_config("unetr", img_size=[96, 80, 96])) == (96, 80, 96)
-    assert models.fixed_input_size(_config("unetr", "patches", img_size=32)) == (32, 32, 32)
+def test_fixed_size_is_unetrs_img_size_and_none_elsewhere() -> None:
+    assert _model("unetr").fixed_size == (192, 128, 192)
+    assert _model("unetr", "patches").fixed_size == (64, 64, 64)
+    assert _model("unetr", img_size=[96, 80, 96]).fixed_size == (96, 80, 96)
+    assert _model("unetr", "patches", img_size=32).fixed_size == (32, 32, 32)
     for name in ("unet2d", "efficientunet2d", "unet3d", "segresnet"):
-        assert models.fixed_input_size(_config(name)) is None
+        assert _model(name).fixed_size is None
     with pytest.raises(IBSRError, match="unknown model"):
-        models.fixed_input_size(_config("unet4d"))
+        _model("unet4d")
 
 
-def test_model_kwargs_give_unetr_its_fixed_size_unless_set() -> None:
-    assert models.model_kwargs(_config("unetr", feature_size=8)) == {
+def test_the_model_spec_gives_unetr_its_fixed_size_unless_set() -> None:
+    assert _model("unetr", feature_size=8).settings == {
         "feature_size": 8,
         "img_size": [192, 128, 192],
     }
-    assert models.model_kwargs(_config("unetr", "patches"))["img_size"] == [64, 64, 64]
-    assert models.model_kwargs(_config("unetr", img_size=[96, 80, 96]))["img_size"] == [96, 80, 96]
-    assert models.model_kwargs(_config("unet3d", channels=[4, 8])) == {"channels": [4, 8]}
+    assert _model("unetr", "patches").settings["img_size"] == [64, 64, 64]
+    assert _model("unetr", img_size=[96, 80, 96]).settings["img_size"] == [96, 80, 96]
+    assert _model("unet3d", channels=[4, 8]).settings == {"channels": [4, 8]}

@@ -245,9 +245,10 @@ def test_plot_slices_in_pixels(volumes):
 def test_plot_augmentations_is_reproducible(volumes):
     from ibsr_helpers.augmentation import train_transforms
     from ibsr_helpers.config import load_config
+    from ibsr_helpers.plan import specs
 
     config = load_config({"data": {"plane": "coronal"}}, profile=None)
-    transform = train_transforms(config, 2)
+    transform = train_transforms(specs(config).input.augment, 2)
     image = volumes[0].image[:, 4, :][None]
     label = volumes[0].label[:, 4, :]
     fig = plots.plot_augmentations(image, label, transform, n=3, seed=5)

@@ -23,7 +23,8 @@ from ibsr_helpers.config import load_config
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.inference import Run, predict_folder, predict_volume, prepared_probabilities
 from ibsr_helpers.metrics import dice
-from ibsr_helpers.models import build_model_from_config
+from ibsr_helpers.models import build_network
+from ibsr_helpers.plan import specs
 from ibsr_helpers.preprocessing import (
     Preprocessing,
     brain_mask,
@@ -215,19 +216,19 @@ def test_median_spacing_is_taken_along_the_reoriented_axes(volume):
     assert median_spacing([v]) == pytest.approx((0.9, 1.5, 0.8))  # R is voxel axis 1
 
 
-def test_spec_from_config_reads_the_run():
+def test_the_plans_preprocessing_spec_reads_the_run():
     cfg = _config("slices")
-    spec = Preprocessing.from_config(cfg)
+    spec = specs(cfg).preprocessing
     assert spec.spacing == SPACING and spec.divisor == 8 and spec.normalize == "zscore"
     cfg["data"]["spacing"] = "auto"  # an old run: keep each scan's own spacing
-    assert Preprocessing.from_config(cfg).spacing is None
+    assert specs(cfg).preprocessing.spacing is None
 
 
 def test_a_prepared_volume_is_never_normalised_again(volume):
     """A run refuses a volume prepared for another normalisation (no double z-score)."""
     cfg = _config("slices", normalize="minmax")
-    run = Run(build_model_from_config(cfg).eval(), cfg)
-    zscored = prepare(volume, Preprocessing.from_config(_config("slices")))
+    run = Run(build_network(specs(cfg).model).eval(), cfg)
+    zscored = prepare(volume, specs(_config("slices")).preprocessing)
     with pytest.raises(IBSRError, match="prepared with"):
         prepared_probabilities(run, zscored)
 
@@ -253,7 +254,7 @@ def test_permuted_and_flipped_scan_segments_identically(volume, tmp_path, mode):
     initialised 2D network gives the same segmentation, voxel for voxel (tolerance: none)."""
     torch.manual_seed(0)
     cfg = _config(mode)
-    model = IntensityClasses() if mode == "volume" else build_model_from_config(cfg)
+    model = IntensityClasses() if mode == "volume" else build_network(specs(cfg).model)
     run = Run(model.eval(), cfg)
     stored, affine = _permute_and_flip(volume.image, volume.affine)
     path = _write(tmp_path, "IBSR_90", stored.astype(np.int16), affine)
@@ -331,7 +332,7 @@ def _saved_run(folder: Path, cfg: dict, seed: int) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(cfg))
     torch.manual_seed(seed)
-    torch.save({"model": build_model_from_config(cfg).state_dict()}, folder / "best.pt")
+    torch.save({"model": build_network(specs(cfg).model).state_dict()}, folder / "best.pt")
     return folder
 
 

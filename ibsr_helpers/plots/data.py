@@ -331,7 +331,7 @@ def plot_augmentations(
             or ``(1, X, Y, Z)`` volume input.
         label: ``(1, …)`` labels of the same spatial shape (or without the channel axis).
         transform: A MONAI transform on ``{"image", "label"}`` dicts, e.g.
-            ``train_transforms(config, 2)`` or ``train_transforms(config, 3)``.
+            ``train_transforms(augment, 2)`` or ``train_transforms(augment, 3)``.
         n: Augmented copies to draw.
         seed: Seed of the transform's random state (same seed, same figure).
         plane: The plane drawn (and, for slices, the orientation letters).

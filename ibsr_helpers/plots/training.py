@@ -100,16 +100,17 @@ def plot_lr_schedule(config: Mapping, ax: Axes | None = None) -> Figure:
     Returns:
         The figure; epochs are marked on the top axis.
     """
+    from ibsr_helpers.plan import specs
     from ibsr_helpers.step import schedule_factor
 
-    steps, epochs = int(config["train"]["steps_per_epoch"]), int(config["train"]["epochs"])
-    o = config["optim"]
-    factor = schedule_factor(config)  # the engine's own schedule
-    x = np.arange(epochs * steps)
+    optim = specs(config).optim
+    steps = optim.steps_per_epoch
+    factor = schedule_factor(optim)  # the engine's own schedule
+    x = np.arange(optim.epochs * steps)
     if ax is None:
         fig = Figure(figsize=(7, 3), layout="constrained")
         ax = fig.subplots()
-    ax.plot(x, [float(o["lr"]) * factor(int(s)) for s in x], color="k")
+    ax.plot(x, [optim.lr * factor(int(s)) for s in x], color="k")
     ax.set(
         xlabel="training step",
         ylabel="learning rate",
