@@ -29,6 +29,7 @@ __all__ = [
     "replace_readme_block",
     "repository",
     "sync_repository",
+    "solution_paths",
     "code_hash",
     "record_notebooks",
     "RECORD_KEY",
@@ -50,7 +51,7 @@ def repository(root: str | Path | None = None) -> str:
 
 
 def sync_repository(folder: str | Path | None = None, check: bool = False) -> list[Path]:
-    """Write :func:`repository` into every notebook's Colab badge and setup cell.
+    """Write :func:`repository` into every notebook's (and solution's) Colab badge and setup cell.
 
     Args:
         folder: The notebooks folder (default: the checkout's).
@@ -61,7 +62,7 @@ def sync_repository(folder: str | Path | None = None, check: bool = False) -> li
     """
     repo = repository()
     changed = []
-    for path in notebook_paths(folder):
+    for path in [*notebook_paths(folder), *solution_paths(folder)]:
         text = path.read_text()
         nb = json.loads(text)
         for cell in nb["cells"][:3]:
@@ -84,6 +85,12 @@ def notebook_paths(folder: str | Path | None = None) -> list[Path]:
     if not paths:
         raise IBSRError("no numbered notebooks (NN_name.ipynb) found", folder)
     return paths
+
+
+def solution_paths(folder: str | Path | None = None) -> list[Path]:
+    """The chapters' worked answers, ``solutions/NN_*_solutions.ipynb``, in order."""
+    folder = Path(folder) if folder else (project_root() or Path.cwd()) / "notebooks"
+    return sorted((folder / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
 
 
 def run_notebook(path: str | Path, out_dir: str | Path, parameters: dict) -> Path:

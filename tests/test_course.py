@@ -17,9 +17,10 @@ def test_every_notebook_names_the_repository_of_pyproject():
     repo = course.repository(ROOT)
     assert repo.count("/") == 1
     assert course.sync_repository(check=True) == [], "run: ibsr-seg notebooks --sync-repository"
-    for path in course.notebook_paths():
+    for path in [*course.notebook_paths(), *course.solution_paths()]:
         head = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"][:3])
-        assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in head
+        where = path.relative_to(ROOT).as_posix()
+        assert f"colab.research.google.com/github/{repo}/blob/main/{where}" in head
         assert f'REPO = "{repo}"' in head
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ibsr_helpers.course import notebook_paths, run_notebook
+from ibsr_helpers.course import notebook_paths, run_notebook, solution_paths
 
 NOTEBOOKS = {p.name[:2]: p for p in notebook_paths(Path(__file__).parents[1] / "notebooks")}
+SOLUTIONS = {p.name[:2]: p for p in solution_paths(Path(__file__).parents[1] / "notebooks")}
 
 
 def _outputs_text(path: Path) -> str:
@@ -133,3 +134,46 @@ def test_numbers_in_notebook_prose_come_from_results_files():
                 found = re.findall(r"(?<![\d.])0\.\d{3,4}(?!\d)", text)
                 stale += [f"{path.name}: {n}" for n in found if n not in corpus]
     assert not stale, f"numbers in no results file (compute them, or cite the file): {stale}"
+
+
+def _exercises(path: Path) -> list[str]:
+    """The numbers of a chapter's exercises (its "## Exercises" cell, items "1.", "2.", ...)."""
+    import re
+
+    cells = json.loads(path.read_text())["cells"]
+    text = "".join("".join(c["source"]) for c in cells if "## Exercises" in "".join(c["source"]))
+    return re.findall(r"^(\d+)\. ", text, re.MULTILINE)
+
+
+def test_each_solutions_notebook_answers_every_exercise_of_its_chapter():
+    import re
+
+    assert SOLUTIONS, "no notebooks/solutions/NN_*_solutions.ipynb"
+    for number, path in SOLUTIONS.items():
+        chapter = NOTEBOOKS[number]
+        assert path.name == f"{chapter.stem}_solutions.ipynb"
+        cells = json.loads(path.read_text())["cells"]
+        answered = [
+            m
+            for c in cells
+            if c["cell_type"] == "markdown"
+            for m in re.findall(r"^## Exercise (\d+)", "".join(c["source"]), re.MULTILINE)
+        ]
+        assert answered == _exercises(chapter), f"{path.name}: answers {answered}"
+        expected = sum("*Expected" in "".join(c["source"]) for c in cells)
+        assert expected == len(answered), f"{path.name}: an answer without what to expect"
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1 and "PROFILE" in "".join(tagged[0]["source"]), path.name
+        assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), path.name
+        chapter_text = chapter.read_text()
+        assert f"solutions/{path.name}" in chapter_text, f"{chapter.name} links no solutions"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", sorted(SOLUTIONS))
+def test_solutions_run_at_smoke(number, demo_root, tmp_path):
+    """Every worked answer runs (CI: demo data, smoke profile), so none can go stale."""
+    out = run_notebook(
+        SOLUTIONS[number], tmp_path, {"PROFILE": "smoke", "DATA_DIR": str(demo_root)}
+    )
+    assert "demo data" in _outputs_text(out)
