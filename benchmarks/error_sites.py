@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--data", default=None, help="IBSR18 folder (default: IBSR18_DIR)")
     parser.add_argument("--figure", default=None, help="also save the figure here (PNG)")
+    parser.add_argument(
+        "--subjects", type=int, default=None, help="the first N validation subjects (default: all)"
+    )
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         ensemble = " + ".join(runs)
         predictors[ensemble] = list(runs.values())
         members[ensemble] = list(runs)
-    volumes = load_split(root, "val", progress=False)
+    volumes = load_split(root, "val", limit=args.subjects, progress=False)
     segmentations: dict = {}
     evaluate_runs(predictors, volumes, tta=args.tta, progress=True, segmentations=segmentations)
     profiles = error_profiles(segmentations, volumes, members)

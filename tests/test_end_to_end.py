@@ -100,6 +100,7 @@ def test_error_sites_benchmark_locates_the_errors_of_runs_and_their_ensemble(
     figure = tmp_path / "sites.png"
     script = ROOT / "benchmarks" / "error_sites.py"
     args = [sys.executable, str(script), "--data", str(any_root), "--figure", str(figure)]
+    args += ["--subjects", "2"]  # the plumbing, not the means: two subjects suffice
     r = subprocess.run(
         [*args, *[a for run in runs for a in ("--run", str(run))]],
         capture_output=True,
