@@ -75,12 +75,17 @@ def test_notebook_cell_ids_are_unique():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("number", ["00", "01"])
-def test_setup_and_exploration_notebooks(number, data_root, tmp_path):
+def test_setup_and_exploration_notebooks(number, any_root, tmp_path):
+    # IBSR18 where it is (CI); their solutions run the same loading on demo data, banner
+    # included (test_solutions_run_at_smoke)
+    from ibsr_helpers.data import is_demo_data
+
+    data_root = any_root
     out = run_notebook(
         NOTEBOOKS[number], tmp_path, {"PROFILE": "quick", "DATA_DIR": str(data_root)}
     )
     text = _outputs_text(out)
-    if "demo" in str(data_root):
+    if is_demo_data(data_root):
         assert "demo data (MNI152-derived), not IBSR18" in text
     else:
         assert "IBSR18" in text and "not IBSR18" not in text
@@ -177,10 +182,19 @@ def test_each_solutions_notebook_answers_every_exercise_of_its_chapter():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("number", sorted(SOLUTIONS))
-def test_solutions_run_at_smoke(number, demo_root, tmp_path):
-    """Every worked answer runs (CI: demo data, smoke profile), so none can go stale."""
-    parameters = {"PROFILE": "smoke", "DATA_DIR": str(demo_root)}
-    if "RUNS_DIR" in SOLUTIONS[number].read_text():  # never the checkout's notebooks/runs
-        parameters["RUNS_DIR"] = str(tmp_path / "runs")
+def test_solutions_run_at_smoke(number, demo_root, any_root, course_folder, tmp_path):
+    """Every worked answer runs at smoke, so none can go stale.
+
+    Answers that use runs (their parameters name RUNS_DIR) find the session's course runs
+    on the data the training notebooks used, as a student's find the chapters' runs; the
+    others run on demo data. Never the checkout's notebooks/runs.
+    """
+    from ibsr_helpers.data import describe_source
+
+    uses_runs = "RUNS_DIR" in SOLUTIONS[number].read_text()
+    root = any_root if uses_runs else demo_root
+    parameters = {"PROFILE": "smoke", "DATA_DIR": str(root)}
+    if uses_runs:
+        parameters["RUNS_DIR"] = str(course_folder / "runs")
     out = run_notebook(SOLUTIONS[number], tmp_path, parameters)
-    assert "demo data" in _outputs_text(out)
+    assert describe_source(root) in _outputs_text(out)
