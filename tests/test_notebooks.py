@@ -1,6 +1,7 @@
 """Every course notebook runs top to bottom (papermill), as `make course` runs it.
 
-00 and 01 run in their real (quick) profile on each data set; the training notebooks run
+00 and 01 run in their real (quick) profile on IBSR18 where it is (else demo data; their
+solutions run on demo data); the training notebooks run
 in the `smoke` profile (one tiny epoch) or at `cpu+smoke` (SMOKE_RUNS) so the suite stays
 within its time budget; the quick-profile training numbers are checked by
 tests/test_acceptance.py. The training notebooks share one runs folder for the session, as
@@ -76,16 +77,11 @@ def test_notebook_cell_ids_are_unique():
 @pytest.mark.slow
 @pytest.mark.parametrize("number", ["00", "01"])
 def test_setup_and_exploration_notebooks(number, any_root, tmp_path):
-    # IBSR18 where it is (CI); their solutions run the same loading on demo data, banner
-    # included (test_solutions_run_at_smoke)
     from ibsr_helpers.data import is_demo_data
 
-    data_root = any_root
-    out = run_notebook(
-        NOTEBOOKS[number], tmp_path, {"PROFILE": "quick", "DATA_DIR": str(data_root)}
-    )
+    out = run_notebook(NOTEBOOKS[number], tmp_path, {"PROFILE": "quick", "DATA_DIR": str(any_root)})
     text = _outputs_text(out)
-    if is_demo_data(data_root):
+    if is_demo_data(any_root):
         assert "demo data (MNI152-derived), not IBSR18" in text
     else:
         assert "IBSR18" in text and "not IBSR18" not in text
