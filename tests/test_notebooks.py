@@ -172,6 +172,8 @@ def test_each_solutions_notebook_answers_every_exercise_of_its_chapter():
         tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1 and "PROFILE" in "".join(tagged[0]["source"]), path.name
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), path.name
+        widgets = json.loads(path.read_text())["metadata"].get("widgets")
+        assert not widgets, f"{path.name}: widget state of a run it does not carry"
         chapter_text = chapter.read_text()
         assert f"solutions/{path.name}" in chapter_text, f"{chapter.name} links no solutions"
 
