@@ -32,6 +32,7 @@ __all__ = [
     "solution_paths",
     "code_hash",
     "record_notebooks",
+    "compact_png",
     "RECORD_KEY",
 ]
 
@@ -325,8 +326,27 @@ def record_notebooks(
     return list(texts)
 
 
+def compact_png(encoded: str) -> str:
+    """A base64 PNG re-encoded with a 256-colour palette, if that is smaller.
+
+    Recorded figures are MRI slices in grey with a few overlay colours: a palette keeps
+    them as they look at about half the bytes, so the notebooks on GitHub stay small.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = base64.b64decode(encoded)
+    image = Image.open(io.BytesIO(raw)).convert("RGB")
+    buffer = io.BytesIO()
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
+    small = buffer.getvalue()
+    return base64.b64encode(small).decode() if len(small) < len(raw) else encoded
+
+
 def _with_outputs(committed: dict, executed: dict) -> dict:
-    """The committed notebook with the executed copy's outputs, matched by cell id."""
+    """The committed notebook with the executed copy's outputs (figures compacted), by cell id."""
     ran = {c.get("id"): c for c in executed["cells"]}
     for cell in committed["cells"]:
         if cell["cell_type"] == "code":
@@ -334,6 +354,9 @@ def _with_outputs(committed: dict, executed: dict) -> dict:
             if done is None:
                 raise IBSRError(f"cell {cell.get('id')} missing from the executed notebook")
             cell["outputs"] = done.get("outputs", [])
+            for output in cell["outputs"]:
+                if "image/png" in output.get("data", {}):
+                    output["data"]["image/png"] = compact_png(output["data"]["image/png"])
             cell["execution_count"] = done.get("execution_count")
     if "widgets" in executed.get("metadata", {}):
         committed["metadata"]["widgets"] = executed["metadata"]["widgets"]

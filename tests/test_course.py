@@ -109,3 +109,30 @@ def test_readme_is_for_its_readers_and_its_recipe_table_is_current():
     block = readme.split("<!-- recipes:start -->\n")[1].split("\n<!-- recipes:end -->")[0]
     assert block == results_markdown(), "run make readme-results (ibsr-seg report)"
     assert "make clean-runs" in readme and "clean-runs:" in (ROOT / "Makefile").read_text()
+
+
+def test_recording_keeps_figures_as_they_look_in_fewer_bytes():
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.imshow(rng.normal(size=(64, 64)).cumsum(0), cmap="gray")
+    ax.imshow(np.where(rng.random((64, 64)) > 0.7, 1.0, np.nan), cmap="autumn", alpha=0.4)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    png = base64.b64encode(buffer.getvalue()).decode()
+    cell = {"cell_type": "code", "id": "a", "source": [], "outputs": []}
+    ran = {**cell, "outputs": [{"output_type": "display_data", "data": {"image/png": png}}]}
+    recorded = course._with_outputs({"cells": [cell], "metadata": {}}, {"cells": [ran]})
+    kept = recorded["cells"][0]["outputs"][0]["data"]["image/png"]
+    assert len(kept) < 0.8 * len(png)
+    before = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB"), float)
+    after = np.asarray(Image.open(io.BytesIO(base64.b64decode(kept))).convert("RGB"), float)
+    assert after.shape == before.shape and np.abs(after - before).mean() < 2.0
+    assert len(course.compact_png(kept)) <= len(kept)  # never made larger
