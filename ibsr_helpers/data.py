@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,8 +287,25 @@ def describe_source(root: str | Path) -> str:
     return f"IBSR18 at {Path(root)}"
 
 
+#: Scans read in this process, newest last: a notebook that trains several runs reads
+#: each (gzip-compressed) scan once. Keyed by path, size and modification time, so a
+#: rewritten file is read again; at most :data:`READ_CACHE_SIZE` subjects are kept.
+_READ: OrderedDict[tuple, Volume] = OrderedDict()
+READ_CACHE_SIZE = 20
+
+
+def _file_key(path: Path | None) -> tuple | None:
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def load_subject(subject: Subject) -> Volume:
     """Load and validate one subject, as stored.
+
+    A subject read before in this process (same files, unchanged) comes from a cache of
+    the last :data:`READ_CACHE_SIZE`; the arrays returned are always the caller's own.
 
     Args:
         subject: From :func:`discover`.
@@ -299,6 +317,24 @@ def load_subject(subject: Subject) -> Volume:
         IBSRError: On a corrupt file, shape/affine mismatch, label values outside 0–3
             or non-finite intensities. The message names the file.
     """
+    try:
+        key = (_file_key(subject.image), _file_key(subject.label))
+    except OSError:
+        key = None  # a missing file: _read_subject names it
+    read = _READ.get(key) if key else None
+    if read is None:
+        read = _read_subject(subject)
+        if key:
+            _READ[key] = read
+            while len(_READ) > READ_CACHE_SIZE:
+                _READ.popitem(last=False)
+    elif key:
+        _READ.move_to_end(key)
+    label = None if read.label is None else read.label.copy()
+    return Volume(subject, read.image.copy(), label, read.nifti)
+
+
+def _read_subject(subject: Subject) -> Volume:
     image, img = read_volume(subject.image, np.float32)
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())

@@ -181,3 +181,21 @@ def test_real_brain_volume_is_plausible(any_root):
     assert 800 < df["volume_ml"].sum() < 2000
     percent = df.set_index("tissue")["percent"]
     assert percent["CSF"] < percent["GM"]
+
+
+def test_a_scan_read_again_is_the_callers_own_and_follows_its_file(data_root, tmp_path):
+    import dataclasses
+    import shutil
+
+    subject = data.discover(data_root, splits=["train"])[0]
+    first = data.load_subject(subject)
+    first.image[:] = -1.0  # a caller changing its copy changes nobody else's
+    again = data.load_subject(subject)
+    assert again.image is not first.image and again.image.max() > -1.0
+    image = tmp_path / subject.image.name
+    shutil.copy(subject.image, image)
+    moved = dataclasses.replace(subject, image=image)
+    before = data.load_subject(moved).image
+    img = nib.load(str(image))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 2, img.affine, img.header), str(image))
+    assert np.allclose(data.load_subject(moved).image, before * 2)  # rewritten: read again
