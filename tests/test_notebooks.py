@@ -1,13 +1,13 @@
 """Every course notebook runs top to bottom (papermill), as `make course` runs it.
 
 00 and 01 run in their real (quick) profile on IBSR18 where it is (else demo data; their
-solutions run on demo data); the training notebooks run
-in the `smoke` profile (one tiny epoch) or at `cpu+smoke` (SMOKE_RUNS) so the suite stays
-within its time budget; the quick-profile training numbers are checked by
-tests/test_acceptance.py. The training notebooks share one runs folder for the session, as
-`make course` shares ``runs/``, so 06 finds what 03 trained at cpu+smoke and trains the
-rest; it is a fresh temporary folder, never the checkout's
-``notebooks/runs``, so no run left there by an earlier session stands in for training.
+solutions run on demo data); the training notebooks run in the `smoke` profile (one tiny
+epoch) or at `cpu+smoke` (SMOKE_RUNS) so the suite stays within its time budget; the
+quick-profile training numbers are checked by tests/test_acceptance.py. The training
+notebooks share one runs folder for the session, as `make course` shares ``runs/``, so 06
+finds what 03 trained at cpu+smoke and trains the rest; it is a fresh temporary folder,
+never the checkout's ``notebooks/runs``, so no run left there by an earlier session
+stands in for training.
 """
 
 from __future__ import annotations
