@@ -43,6 +43,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -57,6 +58,8 @@ __all__ = [
     "choose_precision",
     "cpu_has_native_bf16",
     "seed_everything",
+    "rng_state",
+    "set_rng_state",
     "in_colab",
     "colab_secrets_to_env",
     "storage",
@@ -181,6 +184,35 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     return seed
+
+
+def rng_state() -> dict[str, Any]:
+    """The random generators' states (Python, NumPy, torch on the CPU and every GPU).
+
+    Saved in a checkpoint, they let a resumed run draw what an uninterrupted one would
+    (dropout, stochastic depth); only tensors, lists and numbers, so the checkpoint still
+    loads with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (the GPU states where as many GPUs are seen)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if state["cuda"] and len(state["cuda"]) == gpus:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def in_colab() -> bool:

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ibsr_helpers.data import load_split
+from ibsr_helpers.environment import rng_state
 from ibsr_helpers.evaluation import evaluate_runs
 from ibsr_helpers.inference import Run
 from ibsr_helpers.layout import TISSUES
@@ -144,8 +145,9 @@ class Checkpoint(Handler):
 
     ``last.pt`` holds the weights, the step's state (optimiser, schedule, scaler), the
     epoch, the best score, the minutes trained, every handler's ``trainer.extra_state``
-    (the MLflow run id) and ``finished``, true once the run is complete: a resumed run that
-    finds it returns at once.
+    (the MLflow run id), the random generators' states (so that a resumed run's dropout
+    draws what an uninterrupted run's would) and ``finished``, true once the run is
+    complete: a resumed run that finds it returns at once.
     """
 
     def _last(self, trainer: Any, epoch: int, finished: bool) -> None:
@@ -157,6 +159,7 @@ class Checkpoint(Handler):
             "best_epoch": trainer.best_epoch,
             "train_seconds": trainer.train_seconds,
             **trainer.extra_state,
+            "rng": rng_state(),
             "finished": finished,
         }
         save_atomic(state, trainer.out_dir / "last.pt")

@@ -53,7 +53,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ibsr_helpers.data import Volume, describe_source, discover, load_split
-from ibsr_helpers.environment import get_device, seed_everything
+from ibsr_helpers.environment import get_device, seed_everything, set_rng_state
 from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.handlers import Checkpoint, Handler, Progress, Validation
 from ibsr_helpers.io import load_nifti
@@ -375,9 +375,15 @@ class Trainer:
         self.start_epoch = int(state["epoch"]) + 1
         self.best, self.best_epoch = float(state["best_dice"]), int(state["best_epoch"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        if "rng" in state:  # runs saved before 2026-12-07 lack it: their dropout draws differ
+            set_rng_state(state["rng"])
         self.resumed = state
         if (self.out_dir / "history.json").exists():
             self.history = json.loads((self.out_dir / "history.json").read_text())
+        if self.main and self.progress:
+            epochs = int(self.config["train"]["epochs"])
+            done = f"after epoch {self.start_epoch} of {epochs}"
+            tqdm.write(f"{self.out_dir.name}: resumed from last.pt {done}")
 
     # 5 ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:

@@ -148,6 +148,29 @@ def test_resume_after_kill_matches_uninterrupted_run(
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+class _StopAfterFirstEpoch(handlers.Handler):
+    """The stop button between epochs (after ``last.pt`` is written)."""
+
+    def epoch_completed(self, trainer, epoch, record) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_draws_the_dropout_an_uninterrupted_one_would(demo_root, tmp_path):
+    """The EfficientNet encoder's stochastic depth draws from torch's generator: resumed,
+    the run must continue that stream (its state is in last.pt), not a freshly seeded one."""
+    path = Path(__file__).parents[1] / "configs" / "efficientunet2d.yaml"
+    cfg = load_config(path, "smoke", ["train.epochs=3", "train.steps_per_epoch=3", "tracking=none"])
+    whole = training.train(cfg, demo_root, tmp_path / "whole", progress=False)
+    stopped = [*training.standard_handlers(progress=False), _StopAfterFirstEpoch()]
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, demo_root, tmp_path / "cut", progress=False, handlers=stopped)
+    resumed = training.train(cfg, demo_root, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.history["epoch"] == [0, 1, 2]
+    assert resumed.history["train_loss"] == whole.history["train_loss"]  # bit for bit
+    _assert_same_last_weights(tmp_path / "cut", tmp_path / "whole")
+
+
 def test_resume_of_finished_run_returns_without_reading_data(
     uninterrupted, demo_root, tmp_path, monkeypatch
 ):
