@@ -211,8 +211,6 @@ def score_recipe(
     Raises:
         IBSRError: If a member has no finished run.
     """
-    import pandas as pd
-
     from ibsr_helpers.evaluation import evaluate_runs
 
     if gathered.missing:
@@ -225,19 +223,15 @@ def score_recipe(
     rows = {
         prefix + n: ([prefix + m for m in ms], tta) for n, (ms, tta) in recipe.predictors().items()
     }
-    scores = [
-        evaluate_runs(
-            {n: [loaded[m] for m in ms] for n, (ms, t) in rows.items() if t == tta},
-            volumes,
-            tta=tta,
-            hd=True,
-            segmentations=segmentations,
-        )
-        for tta in (False, True)
-        if any(t == tta for _, t in rows.values())
-    ]
+    scores = evaluate_runs(  # one call: the TTA rows reuse their members' plain passes
+        {n: [loaded[m] for m in ms] for n, (ms, _) in rows.items()},
+        volumes,
+        tta=[n for n, (_, tta) in rows.items() if tta],
+        hd=True,
+        segmentations=segmentations,
+    )
     members = {n: ms for n, (ms, tta) in rows.items() if not tta}
-    return ScoredRecipe(loaded, members, pd.concat(scores, ignore_index=True), list(rows))
+    return ScoredRecipe(loaded, members, scores, list(rows))
 
 
 def split_folder(root: str | Path, split: str) -> Path:

@@ -9,7 +9,7 @@ notebooks and the grading reports show. Prediction files on disk are scored by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,7 +132,7 @@ def write_metrics_csv(df: pd.DataFrame, path: str | Path) -> Path:
 def evaluate_runs(
     runs: Mapping[str, Run | Sequence[Run]],
     volumes: Sequence[Volume],
-    tta: bool = False,
+    tta: bool | Collection[str] = False,
     hd: bool = False,
     postprocess: Callable[[np.ndarray, Volume], np.ndarray] | None = None,
     progress: bool = False,
@@ -148,7 +148,9 @@ def evaluate_runs(
     Args:
         runs: Name to a :class:`~ibsr_helpers.inference.Run` or a list of runs.
         volumes: Labelled subjects as loaded (each run applies its own preprocessing).
-        tta: Flip test-time augmentation (every member, every volume).
+        tta: Flip test-time augmentation: True for every entry, or the names of the
+            entries that use it (an ensemble with and without TTA, scored in one call,
+            shares its members' unmirrored passes).
         hd: Also compute HD and HD95 (about a second per subject and tissue).
         postprocess: Applied to every segmentation before scoring, e.g. a
             :class:`~ibsr_helpers.postprocessing.PostProcessing`.
@@ -169,11 +171,15 @@ def evaluate_runs(
     members = {name: [r] if isinstance(r, Run) else list(r) for name, r in runs.items()}
     if any(not m for m in members.values()):
         raise IBSRError("every entry of runs needs at least one run")
+    with_tta = set(members) if tta is True else set() if tta is False else set(tta)
+    if with_tta - set(members):
+        raise IBSRError(f"tta names entries that runs lacks: {sorted(with_tta - set(members))}")
     rows = []
     for vol in tqdm(volumes, desc="evaluating", unit="volume", disable=not progress):
         if vol.label is None:
             raise IBSRError(f"subject {vol.id} has no label to evaluate against", vol.subject.image)
-        predicted = predict_shared({n: (g, tta) for n, g in members.items()}, vol, postprocess)
+        predictors = {n: (g, n in with_tta) for n, g in members.items()}
+        predicted = predict_shared(predictors, vol, postprocess)
         for name, (seg, seconds) in predicted.items():
             if segmentations is not None:
                 segmentations.setdefault(name, {})[vol.id] = seg

@@ -49,6 +49,7 @@ __all__ = [
     "predict_folder",
     "predict_folders",
     "predict_shared",
+    "tta_flips",
     "ensemble_average",
     "sliding_window",
     "window_slices",
@@ -229,8 +230,30 @@ def _forward(run: Run, image: np.ndarray) -> torch.Tensor:
         return torch.softmax(logits.float(), 1)[0].cpu()
 
 
-def prepared_probabilities(run: Run, prepared: Prepared, tta: bool = False) -> torch.Tensor:
+#: One network pass of a run over a prepared volume, keyed by the axes it was mirrored
+#: along (``()``: none): its probabilities, flipped back, and the seconds it took.
+Passes = dict[tuple[int, ...], tuple[torch.Tensor, float]]
+
+
+def tta_flips(run: Run, tta: bool) -> tuple[tuple[int, ...], ...]:
+    """The mirrorings a prediction averages: none, or each of :data:`TTA_AXES` with TTA.
+
+    A run trained without mirroring (a 2D sagittal run) gets none: its TTA is a no-op.
+    """
+    return TTA_AXES if tta and run.specs.input.augment.mirror else ((),)
+
+
+def prepared_probabilities(
+    run: Run, prepared: Prepared, tta: bool = False, passes: Passes | None = None
+) -> torch.Tensor:
     """Class probabilities ``(4, *prepared.image.shape)`` on the prepared grid.
+
+    Args:
+        run: A loaded run.
+        prepared: The volume prepared with the run's preprocessing.
+        tta: Average over the mirrorings of :func:`tta_flips`.
+        passes: Network passes of this run over this volume already made, reused and
+            added to (the TTA prediction's unmirrored pass is the plain prediction's).
 
     Raises:
         IBSRError: If ``prepared`` was made with another preprocessing than the run's.
@@ -240,18 +263,25 @@ def prepared_probabilities(run: Run, prepared: Prepared, tta: bool = False) -> t
             f"{prepared.id} was prepared with {prepared.spec}, but run {run.name} needs "
             f"{run.preprocessing}; predict from the raw volume instead"
         )
-    total = None
-    flips = TTA_AXES if tta and run.specs.input.augment.mirror else ((),)
+    passes = {} if passes is None else passes
+    flips = tta_flips(run, tta)
     for axes in flips:
-        x = np.flip(prepared.image, axes) if axes else prepared.image
-        p = _forward(run, np.ascontiguousarray(x))
-        if axes:
-            p = torch.flip(p, [a + 1 for a in axes])
-        total = p if total is None else total + p
+        if axes not in passes:
+            start = time.perf_counter()
+            x = np.flip(prepared.image, axes) if axes else prepared.image
+            p = _forward(run, np.ascontiguousarray(x))
+            if axes:
+                p = torch.flip(p, [a + 1 for a in axes])
+            passes[axes] = (p, time.perf_counter() - start)
+    total = passes[flips[0]][0]
+    for axes in flips[1:]:
+        total = total + passes[axes][0]
     return total / len(flips)
 
 
-def predict_probabilities(run: Run, volume: Volume, tta: bool = False) -> torch.Tensor:
+def predict_probabilities(
+    run: Run, volume: Volume, tta: bool = False, passes: Passes | None = None
+) -> torch.Tensor:
     """Class probabilities for a raw volume, on the volume's own grid.
 
     Args:
@@ -260,13 +290,15 @@ def predict_probabilities(run: Run, volume: Volume, tta: bool = False) -> torch.
             preprocessing is applied here (once per volume and preprocessing: cached).
         tta: Average with the prediction of the left-right mirrored volume (a no-op for
             a 2D sagittal run, see :func:`~ibsr_helpers.augmentation.mirrors_left_right`).
+        passes: This run's passes over this volume already made (see
+            :func:`prepared_probabilities`).
 
     Returns:
         ``(4, X, Y, Z)`` float32 probabilities on the CPU, summing to 1; outside the brain
         box the background has probability 1.
     """
     prepared = prepare(volume, run.preprocessing)
-    probs = prepared.invert(prepared_probabilities(run, prepared, tta)[1:])
+    probs = prepared.invert(prepared_probabilities(run, prepared, tta, passes)[1:])
     background = (1.0 - probs.sum(0, keepdim=True)).clamp_(0.0, 1.0)
     return torch.cat([background, probs])
 
@@ -326,10 +358,12 @@ def predict_shared(
 ) -> dict[Hashable, tuple[np.ndarray, float]]:
     """Segment one volume with several runs and ensembles, each run predicting once.
 
-    A run that is in several predictors predicts the volume once per TTA setting; each
+    A run that is in several predictors passes over the volume once per mirroring: its
+    plain prediction and the unmirrored half of its TTA prediction are one pass. Each
     predictor averages its members' probabilities from those shared passes, exactly as
     :func:`predict_volume` would. Scoring ten ensembles of five runs thus costs about
-    five forward passes, not fifty.
+    five forward passes, not fifty; an ensemble with and without TTA, its members' passes
+    and their mirror images.
 
     Args:
         predictors: Key -> (runs, flip TTA), one per single model or ensemble.
@@ -344,14 +378,21 @@ def predict_shared(
     Raises:
         IBSRError: If a predictor has no run.
     """
+    wanted: dict[int, tuple[Run, set[bool]]] = {}
+    for members, tta in predictors.values():
+        for run in members:
+            wanted.setdefault(id(run), (run, set()))[1].add(tta)
     shared: dict[tuple[int, bool], tuple[torch.Tensor, float]] = {}
+    for run, settings in wanted.values():
+        passes: Passes = {}  # this run's passes, dropped once its predictions are made
+        for tta in sorted(settings):
+            start = time.perf_counter()
+            made = set(passes)
+            probs = predict_probabilities(run, volume, tta, passes)
+            reused = sum(passes[a][1] for a in tta_flips(run, tta) if a in made)
+            shared[id(run), tta] = (probs, time.perf_counter() - start + reused)
     out = {}
     for key, (members, tta) in predictors.items():
-        for run in members:
-            if (id(run), tta) not in shared:
-                start = time.perf_counter()
-                probs = predict_probabilities(run, volume, tta)
-                shared[id(run), tta] = (probs, time.perf_counter() - start)
         probs = ensemble_average([shared[id(r), tta][0] for r in members])
         seconds = sum(shared[id(r), tta][1] for r in members)
         out[key] = (_segment(probs, volume, postprocess), seconds)

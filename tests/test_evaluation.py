@@ -392,6 +392,28 @@ def test_evaluate_runs_scores_runs_and_ensembles_once_per_volume():
     assert both == pytest.approx(parts["wm"] + parts["csf"])
 
 
+def test_an_ensemble_with_and_without_tta_shares_its_members_plain_passes():
+    from ibsr_helpers.inference import predict_volume, tta_flips
+
+    wm, csf = _brain_run(3), _brain_run(1)
+    assert len(tta_flips(wm, True)) == 2  # a volume run mirrors: TTA is a second pass
+    vol = _labelled_volume("IBSR_90")
+    runs = {"both": [wm, csf], "both + TTA": [wm, csf]}
+    segs: dict = {}
+    df = E.evaluate_runs(runs, [vol], tta=["both + TTA"], segmentations=segs)
+    assert wm.model.calls == csf.model.calls == 2  # plain + mirrored, not plain twice
+    alone = {
+        "both": predict_volume([wm, csf], vol)[0],
+        "both + TTA": predict_volume([wm, csf], vol, True)[0],
+    }
+    for name, seg in alone.items():
+        np.testing.assert_array_equal(segs[name]["IBSR_90"], seg)
+    seconds = df.groupby("name")["seconds"].first()
+    assert (seconds > 0).all()
+    with pytest.raises(IBSRError, match="lacks"):
+        E.evaluate_runs(runs, [vol], tta=["both, TTA"])
+
+
 def test_dice_table_means_in_first_seen_order():
     df = pd.DataFrame(
         [

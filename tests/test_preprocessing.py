@@ -365,8 +365,8 @@ def test_predict_folders_shares_each_runs_pass_and_matches_predict_folder(
     volume, tmp_path, monkeypatch
 ):
     """Singles and overlapping ensembles (2D and 3D, with and without TTA) written in one
-    call are the files predict_folder writes for each, and each run predicts each volume
-    once per TTA setting."""
+    call are the files predict_folder writes for each, and each run passes over each
+    volume once per mirroring: its plain pass serves its TTA predictions too."""
     from ibsr_helpers import inference
 
     small = [32, 32, 32]  # the networks see the brain's own box, not the course's 192x128x192
@@ -385,17 +385,15 @@ def test_predict_folders_shares_each_runs_pass_and_matches_predict_folder(
         tmp_path / "out" / "abc-tta": ([a, b, c], True),
     }
     calls = []
-    real = inference.predict_probabilities
+    real = inference._forward
     monkeypatch.setattr(
-        inference,
-        "predict_probabilities",
-        lambda run, vol, tta=False: calls.append((run.path.name, tta)) or real(run, vol, tta),
+        inference, "_forward", lambda run, image: calls.append(run.path.name) or real(run, image)
     )
     written = inference.predict_folders(predictors, src, progress=False)
-    assert sorted(calls) == sorted(
-        [(r, t) for r in "abc" for t in (False, True)] * 2  # two volumes
-    )
-    monkeypatch.setattr(inference, "predict_probabilities", real)
+    flips = {p.name: len(inference.tta_flips(inference.load_run(p), True)) for p in (a, b, c)}
+    assert flips == {"a": 2, "b": 2, "c": 2}  # each mirrors: TTA is plain + mirrored
+    assert sorted(calls) == sorted([r for r in "abc" for _ in range(2)] * 2)  # two volumes
+    monkeypatch.setattr(inference, "_forward", real)
     for out, (members, tta) in predictors.items():
         assert [p.name for p in written[out]] == ["IBSR_94_seg.nii.gz", "IBSR_95_seg.nii.gz"]
         alone = predict_folder(members, src, tmp_path / "alone" / out.name, tta=tta, progress=False)
