@@ -97,6 +97,9 @@ class Volume:
         nifti: The source image (affine and header), to save predictions with.
         prepared: Cache of :func:`ibsr_helpers.preprocessing.prepare` results, one per
             preprocessing; filled by that function, never by hand.
+        origin: The scan as :func:`load_subject` read it and keeps it for this process
+            (None for a volume built by hand). Its own ``prepared`` holds preparations
+            that later loads of the same files share while their arrays are unchanged.
     """
 
     subject: Subject
@@ -104,6 +107,16 @@ class Volume:
     label: np.ndarray | None
     nifti: nib.Nifti1Image
     prepared: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    origin: Volume | None = field(default=None, repr=False, compare=False)
+
+    def as_read(self) -> bool:
+        """Whether the arrays still equal the scan as read (always False without an origin)."""
+        o = self.origin
+        if o is None or not _same(self.image, o.image):
+            return False
+        if self.label is None or o.label is None:
+            return self.label is None and o.label is None
+        return _same(self.label, o.label)
 
     @property
     def id(self) -> str:
@@ -301,11 +314,35 @@ def _file_key(path: Path | None) -> tuple | None:
     return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def load_subject(subject: Subject) -> Volume:
+def _same(array: np.ndarray, stored: np.ndarray) -> bool:
+    """Whether ``array`` equals ``stored``: at once for a read-only view of it."""
+    if array.base is stored and not array.flags.writeable:
+        return True
+    return np.array_equal(array, stored)
+
+
+def _read_only(array: np.ndarray | None) -> np.ndarray | None:
+    if array is None:
+        return None
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def load_subject(subject: Subject, shared: bool = False) -> Volume:
     """Load and validate one subject, as stored.
 
     A subject read before in this process (same files, unchanged) comes from a cache of
     the last :data:`READ_CACHE_SIZE`; the arrays returned are always the caller's own.
+    So does its preparation for a spec another load of it was prepared with, while the
+    caller's arrays still equal the stored ones (:meth:`Volume.as_read`): a notebook that
+    trains several runs prepares each scan once per preprocessing.
+
+    Args:
+        subject: From :func:`discover`.
+        shared: Return read-only views of the arrays this process keeps instead of
+            copies (for callers that only prepare them, such as training: no copy, and
+            writing into them raises).
 
     Args:
         subject: From :func:`discover`.
@@ -330,8 +367,10 @@ def load_subject(subject: Subject) -> Volume:
                 _READ.popitem(last=False)
     elif key:
         _READ.move_to_end(key)
+    if shared:
+        return Volume(subject, _read_only(read.image), _read_only(read.label), read.nifti, origin=read)
     label = None if read.label is None else read.label.copy()
-    return Volume(subject, read.image.copy(), label, read.nifti)
+    return Volume(subject, read.image.copy(), label, read.nifti, origin=read)
 
 
 def _read_subject(subject: Subject) -> Volume:
@@ -352,18 +391,21 @@ def _read_subject(subject: Subject) -> Volume:
     return Volume(subject, np.ascontiguousarray(image), label, img)
 
 
-def load_subjects(subjects: Sequence[Subject], progress: bool = True) -> list[Volume]:
+def load_subjects(
+    subjects: Sequence[Subject], progress: bool = True, shared: bool = False
+) -> list[Volume]:
     """Load several subjects, with a progress bar.
 
     Args:
         subjects: From :func:`discover`.
         progress: Show a tqdm bar.
+        shared: Read-only views instead of copies (:func:`load_subject`).
 
     Returns:
         One :class:`Volume` per subject, in order.
     """
     it = tqdm(subjects, desc="loading", unit="subject", disable=not progress, leave=False)
-    return [load_subject(s) for s in it]
+    return [load_subject(s, shared) for s in it]
 
 
 def subjects_table(subjects: Sequence[Subject]):  # -> pandas.DataFrame
@@ -390,9 +432,15 @@ def subjects_table(subjects: Sequence[Subject]):  # -> pandas.DataFrame
 
 
 def load_split(
-    root: str | Path, split: str, limit: int | None = None, progress: bool = True
+    root: str | Path,
+    split: str,
+    limit: int | None = None,
+    progress: bool = True,
+    shared: bool = False,
 ) -> list[Volume]:
     """Discover and load one split's subjects (the first ``limit`` of them, if given).
+
+    ``shared``: read-only views instead of copies (:func:`load_subject`).
 
     Raises:
         IBSRError: If the split holds no subject.
@@ -400,7 +448,7 @@ def load_split(
     subjects = discover(root, splits=[split])[: limit or None]
     if not subjects:
         raise IBSRError(f"no {split} subjects found", root)
-    return load_subjects(subjects, progress)
+    return load_subjects(subjects, progress, shared)
 
 
 def tissue_volumes(volumes: Sequence[Volume]):  # -> pandas.DataFrame

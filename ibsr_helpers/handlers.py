@@ -109,7 +109,9 @@ class Validation(Handler):
     def started(self, trainer: Any) -> None:
         """Load and prepare the validation subjects (once per call)."""
         spec = trainer.specs.validation
-        trainer.val_set = load_split(trainer.data_dir, "val", spec.max_subjects, trainer.progress)
+        trainer.val_set = load_split(
+            trainer.data_dir, "val", spec.max_subjects, trainer.progress, shared=True
+        )
         for volume in trainer.val_set:  # cached on the volumes
             prepare(volume, trainer.specs.preprocessing)
 

@@ -391,8 +391,17 @@ def _start_shift(operation: Mapping[str, Any]) -> np.ndarray:
     return shift
 
 
+#: How many preprocessings each scan read in a process keeps (the newest), for later
+#: loads of it (:meth:`ibsr_helpers.data.Volume.as_read`).
+SHARED_PREPARATIONS = 2
+
+
 def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
     """Preprocess a raw volume as ``spec`` says (cached on the volume, per ``spec``).
+
+    A volume from :func:`~ibsr_helpers.data.load_subject` whose arrays are unchanged also
+    shares the preparation with every other load of the same files in this process (the
+    last :data:`SHARED_PREPARATIONS` specs of each).
 
     Args:
         volume: A loaded subject, as stored (:func:`ibsr_helpers.data.load_subject`).
@@ -406,6 +415,26 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
     """
     if spec in volume.prepared:
         return volume.prepared[spec]
+    origin = volume.origin
+    shared = origin is not None and volume.as_read()
+    if shared and spec in origin.prepared:
+        volume.prepared[spec] = origin.prepared[spec]
+        return volume.prepared[spec]
+    prepared = _prepare(volume, spec)
+    volume.prepared[spec] = prepared
+    if shared:
+        origin.prepared[spec] = prepared
+        while len(origin.prepared) > SHARED_PREPARATIONS:
+            origin.prepared.pop(next(iter(origin.prepared)))
+    return prepared
+
+
+def _own(array: np.ndarray) -> np.ndarray:
+    """A contiguous array torch may share: a copy of a read-only one."""
+    return np.array(array) if not array.flags.writeable else np.ascontiguousarray(array)
+
+
+def _prepare(volume: Volume, spec: Preprocessing) -> Prepared:
     from monai.data import MetaTensor
 
     brain = brain_mask(volume.image)
@@ -417,11 +446,11 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
         )
     affine = torch.as_tensor(np.asarray(volume.affine, dtype=np.float64))
     data: dict[str, Any] = {
-        "image": MetaTensor(np.ascontiguousarray(volume.image)[None], affine=affine),
+        "image": MetaTensor(_own(volume.image)[None], affine=affine),
         "brain": MetaTensor(brain[None].astype(np.uint8), affine=affine),
     }
     if volume.label is not None:
-        data["label"] = MetaTensor(np.ascontiguousarray(volume.label)[None], affine=affine)
+        data["label"] = MetaTensor(_own(volume.label)[None], affine=affine)
     source_spacing = _reoriented_spacing(volume.affine, spec.orientation)
     resample = spec.needs_resampling(source_spacing)
     transform = _transform(spec, resample)
@@ -444,7 +473,7 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
         f"normalised ({spec.normalize} over {int(brain_box.sum())} brain voxels)",
         f"cropped/padded to the brain box {'x'.join(map(str, image.shape))} at {box.start}",
     ]
-    prepared = Prepared(
+    return Prepared(
         id=volume.id,
         image=np.ascontiguousarray(image),
         label=label,
@@ -458,8 +487,6 @@ def prepare(volume: Volume, spec: Preprocessing) -> Prepared:
         _traces={k: out[k].applied_operations for k in ("image", "brain")},
         _affine=out["image"].affine.clone(),
     )
-    volume.prepared[spec] = prepared
-    return prepared
 
 
 def reorient(

@@ -279,7 +279,7 @@ class Trainer:
         model, mode = plan.model, plan.sampling.mode
         if (model.dims == 2) != (mode == "slices"):
             raise IBSRError(f"model {model.name!r} is {model.dims}D but data.mode is {mode!r}")
-        volumes = load_split(self.data_dir, "train", None, self.progress)
+        volumes = load_split(self.data_dir, "train", None, self.progress, shared=True)
         self.train_set = [prepare(v, plan.preprocessing) for v in volumes]
         _check_volume_boxes(plan, self.train_set)
         self.pipeline = build_pipeline(

@@ -199,3 +199,16 @@ def test_a_scan_read_again_is_the_callers_own_and_follows_its_file(data_root, tm
     img = nib.load(str(image))
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 2, img.affine, img.header), str(image))
     assert np.allclose(data.load_subject(moved).image, before * 2)  # rewritten: read again
+
+
+def test_a_shared_load_is_read_only_and_prepared_once(data_root):
+    from ibsr_helpers.preprocessing import Preprocessing, prepare
+
+    subject = data.discover(data_root, splits=["train"])[0]
+    shared = data.load_subject(subject, shared=True)
+    with pytest.raises(ValueError, match="read-only"):
+        shared.image[0, 0, 0] = 1.0  # the process's stored scan cannot be changed through it
+    own = data.load_subject(subject)
+    assert np.array_equal(own.image, shared.image) and own.image.flags.writeable
+    spec = Preprocessing(spacing=subject.spacing, roi=(64, 64, 64), divisor=16)
+    assert prepare(shared, spec) is prepare(own, spec)  # one preparation for both

@@ -179,6 +179,23 @@ def test_prepare_records_what_it_did_and_caches(volume):
     assert np.abs(p.image[p.brain].mean()) < 0.05 and (p.image[~p.brain] == 0).all()
 
 
+def test_loads_of_one_scan_share_its_preparation_only_while_unchanged(subject):
+    specs_ = [Preprocessing(spacing=SPACING, roi=(r, 128, 192), divisor=16) for r in (192, 208)]
+    first = prepare(data.load_subject(subject), specs_[0])
+    assert prepare(data.load_subject(subject), specs_[0]) is first  # prepared once a process
+    changed = data.load_subject(subject)
+    changed.image[changed.image > 0] *= 2  # a caller's own edit is prepared from its arrays
+    assert prepare(changed, specs_[0]) is not first
+    assert prepare(data.load_subject(subject), specs_[0]) is first  # and shares nothing
+    unlabelled = data.load_subject(subject)
+    unlabelled.label = None
+    assert prepare(unlabelled, specs_[0]).label is None
+    built = data.Volume(subject, changed.origin.image.copy(), None, changed.nifti)
+    assert prepare(built, specs_[0]) is not first  # built by hand: no origin to share
+    for spec in [*specs_, Preprocessing(spacing=SPACING, roi=(224, 128, 192), divisor=16)]:
+        prepare(data.load_subject(subject), spec)  # each scan keeps its newest few
+    assert prepare(data.load_subject(subject), specs_[0]) is not first
+
 def test_the_box_is_where_the_image_was_cut(volume):
     """Prepared.box (computed from MONAI's crop and symmetric pads) matches the arrays."""
     spec = Preprocessing(spacing=SPACING, roi=(200, 140, 200), divisor=32)
