@@ -368,7 +368,9 @@ def load_subject(subject: Subject, shared: bool = False) -> Volume:
     elif key:
         _READ.move_to_end(key)
     if shared:
-        return Volume(subject, _read_only(read.image), _read_only(read.label), read.nifti, origin=read)
+        return Volume(
+            subject, _read_only(read.image), _read_only(read.label), read.nifti, origin=read
+        )
     label = None if read.label is None else read.label.copy()
     return Volume(subject, read.image.copy(), label, read.nifti, origin=read)
 
