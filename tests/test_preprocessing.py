@@ -196,6 +196,7 @@ def test_loads_of_one_scan_share_its_preparation_only_while_unchanged(subject):
         prepare(data.load_subject(subject), spec)  # each scan keeps its newest few
     assert prepare(data.load_subject(subject), specs_[0]) is not first
 
+
 def test_the_box_is_where_the_image_was_cut(volume):
     """Prepared.box (computed from MONAI's crop and symmetric pads) matches the arrays."""
     spec = Preprocessing(spacing=SPACING, roi=(200, 140, 200), divisor=32)
