@@ -507,7 +507,7 @@ def reorient(
     affine = torch.as_tensor(np.asarray(volume.affine, dtype=np.float64))
 
     def apply(array: np.ndarray) -> np.ndarray:
-        tensor = MetaTensor(np.ascontiguousarray(array)[None], affine=affine)
+        tensor = MetaTensor(_own(array)[None], affine=affine)
         return np.ascontiguousarray(turn(tensor)[0].numpy())
 
     label = None if volume.label is None else apply(volume.label)

@@ -202,7 +202,9 @@ def test_a_scan_read_again_is_the_callers_own_and_follows_its_file(data_root, tm
 
 
 def test_a_shared_load_is_read_only_and_prepared_once(data_root):
-    from ibsr_helpers.preprocessing import Preprocessing, prepare
+    import warnings
+
+    from ibsr_helpers.preprocessing import Preprocessing, prepare, reorient
 
     subject = data.discover(data_root, splits=["train"])[0]
     shared = data.load_subject(subject, shared=True)
@@ -212,3 +214,7 @@ def test_a_shared_load_is_read_only_and_prepared_once(data_root):
     assert np.array_equal(own.image, shared.image) and own.image.flags.writeable
     spec = Preprocessing(spacing=subject.spacing, roi=(64, 64, 64), divisor=16)
     assert prepare(shared, spec) is prepare(own, spec)  # one preparation for both
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns of a read-only array given to it
+        shown = reorient(shared)[0]  # what the figures draw: the caller's own array
+    assert shown.flags.writeable and not np.shares_memory(shown, shared.image)
