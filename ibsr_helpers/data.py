@@ -333,19 +333,16 @@ def load_subject(subject: Subject, shared: bool = False) -> Volume:
     """Load and validate one subject, as stored.
 
     A subject read before in this process (same files, unchanged) comes from a cache of
-    the last :data:`READ_CACHE_SIZE`; the arrays returned are always the caller's own.
-    So does its preparation for a spec another load of it was prepared with, while the
-    caller's arrays still equal the stored ones (:meth:`Volume.as_read`): a notebook that
-    trains several runs prepares each scan once per preprocessing.
+    the last :data:`READ_CACHE_SIZE`; the arrays returned are the caller's own unless
+    ``shared``. So does its preparation for a spec another load of it was prepared with,
+    while the caller's arrays still equal the stored ones (:meth:`Volume.as_read`): a
+    notebook that trains several runs prepares each scan once per preprocessing.
 
     Args:
         subject: From :func:`discover`.
         shared: Return read-only views of the arrays this process keeps instead of
             copies (for callers that only prepare them, such as training: no copy, and
             writing into them raises).
-
-    Args:
-        subject: From :func:`discover`.
 
     Returns:
         A :class:`Volume` with the float32 raw image and uint8 label (or None).
