@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "plane": "coronal",  # slices only
         "context": 0,  # slices only: k neighbours each side (2.5D -> 2k+1 channels)
         "drop_empty": True,  # slices only: skip slices with no brain
+        "slice_crop": None,  # slices only: train on random [H, W] crops of each slice (None: whole)
         "patch_size": [64, 64, 64],  # patches only
         # patches: uniform | foreground | class_balanced | weighted
         # slices: uniform | class_balanced
@@ -84,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
 _TYPES: dict[str, tuple[type, ...]] = {
     "data.spacing": (str, list),
     "data.gamma": (type(None), list),
+    "data.slice_crop": (type(None), list),
     "loss.class_weights": (type(None), list),
     "optim.warmup_epochs": (int, float),
     "train.max_val_subjects": (type(None), int),
@@ -268,6 +270,15 @@ def validate_config(config: Mapping[str, Any], source: str | Path | None = None)
         (len(data["roi"]) == 3, "data.roi needs three sizes"),
         (len(data["patch_size"]) == 3, "data.patch_size needs three sizes"),
         (int(data["context"]) >= 0, "data.context must be >= 0"),
+        (
+            data["slice_crop"] is None
+            or (
+                isinstance(data["slice_crop"], list | tuple)
+                and len(data["slice_crop"]) == 2
+                and all(isinstance(c, int) and c > 0 for c in data["slice_crop"])
+            ),
+            f"data.slice_crop must be null or [height, width] > 0, got {data['slice_crop']!r}",
+        ),
         (
             gamma is None
             or (isinstance(gamma, list | tuple) and len(gamma) == 2 and 0 < gamma[0] <= gamma[1]),

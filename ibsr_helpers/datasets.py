@@ -133,6 +133,8 @@ class SliceDataset(_Augmented):
         sampler: ``uniform`` (every slice alike) or ``class_balanced``: :attr:`weights`
             from :func:`slice_weights` with ``class_ratios``, for the epoch sampler.
         class_ratios: How often each class (background, CSF, GM, WM) is drawn.
+        crop: ``(H, W)``: each item is a random crop of its slice (a side longer than the
+            slice keeps the slice's), drawn anew at each epoch's seed; None: whole slices.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class SliceDataset(_Augmented):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         sampler: str = "uniform",
         class_ratios: Sequence[float] = (0, 1, 1, 1),
+        crop: Sequence[int] | None = None,
     ) -> None:
         if sampler not in SLICE_SAMPLERS:
             raise IBSRError(f"unknown slice sampler {sampler!r}; use one of {SLICE_SAMPLERS}")
@@ -162,13 +165,28 @@ class SliceDataset(_Augmented):
         if sampler == "class_balanced":
             per_volume = [slice_weights(lab, class_ratios) for lab in self.labels]
             self.weights = np.array([per_volume[vi][s] for vi, s in self.index])
+        self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
+        self._rng = np.random.default_rng(0)
+
+    def set_seed(self, seed: int) -> None:
+        """Re-seed the crops and the random transform (called by the engine at each epoch)."""
+        self._rng = np.random.default_rng(seed % 2**32)
+        super().set_seed(seed)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         vi, s = self.index[i]
-        return self._apply({"image": self.images[vi][s], "label": self.labels[vi][s][None]})
+        image, label = self.images[vi][s], self.labels[vi][s][None]
+        if self.crop is not None:
+            window = tuple(
+                slice(start, start + size)
+                for size, length in zip(self.crop, image.shape[1:], strict=True)
+                for start in [int(self._rng.integers(0, max(length - size, 0) + 1))]
+            )
+            image, label = image[(slice(None), *window)], label[(slice(None), *window)]
+        return self._apply({"image": image, "label": label})
 
 
 def slice_weights(label: np.ndarray, class_ratios: Sequence[float]) -> np.ndarray:
@@ -372,6 +390,7 @@ class Sampling:
         plane: Slices only: ``sagittal``, ``coronal`` or ``axial``.
         context: Slices only: neighbours each side (2.5D: ``2k + 1`` channels).
         drop_empty: Slices only: skip slices without brain.
+        slice_crop: Slices only: train on random ``(H, W)`` crops of each slice, or None.
         sampler: See :data:`SAMPLERS` and :data:`SLICE_SAMPLERS`.
         class_ratios: ``class_balanced``: how often each class (bg, CSF, GM, WM) is aimed at.
         patch_size: Patches only.
@@ -384,6 +403,7 @@ class Sampling:
     plane: str = "coronal"
     context: int = 0
     drop_empty: bool = True
+    slice_crop: tuple[int, int] | None = None
     sampler: str = "class_balanced"
     class_ratios: tuple[float, ...] = (0.0, 1.0, 1.0, 1.0)
     patch_size: tuple[int, int, int] = (64, 64, 64)
@@ -401,7 +421,14 @@ def build_train_dataset(
     d = sampling
     if d.mode == "slices":
         return SliceDataset(
-            volumes, d.plane, d.context, d.drop_empty, transform, d.sampler, d.class_ratios
+            volumes,
+            d.plane,
+            d.context,
+            d.drop_empty,
+            transform,
+            d.sampler,
+            d.class_ratios,
+            d.slice_crop,
         )
     if d.mode == "volume":
         return VolumeDataset(volumes, transform)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ibsr_helpers.augmentation import Augment, mirrors_left_right
 from ibsr_helpers.config import leaves
 from ibsr_helpers.datasets import Sampling
+from ibsr_helpers.errors import IBSRError
 from ibsr_helpers.models import ModelSpec, fixed_size_setting
 from ibsr_helpers.pipeline import InputSpec
 from ibsr_helpers.preprocessing import Prepared, Preprocessing, median_spacing, prepare
@@ -138,6 +139,18 @@ def _model_spec(config: Mapping[str, Any]) -> ModelSpec:
     )
 
 
+def _slice_crop(crop: Sequence[int] | None, divisor: int) -> tuple[int, int] | None:
+    """``data.slice_crop`` as a pair, each side a multiple of the network's ``divisor``."""
+    if crop is None:
+        return None
+    if any(int(c) % divisor for c in crop):
+        raise IBSRError(
+            f"data.slice_crop {list(crop)}: each side must be a multiple of {divisor}, "
+            "what the network's downsampling needs"
+        )
+    return int(crop[0]), int(crop[1])
+
+
 def specs(config: Mapping[str, Any]) -> Specs:
     """One spec per concept, from a config or a plan (not changed).
 
@@ -171,6 +184,7 @@ def specs(config: Mapping[str, Any]) -> Specs:
                 plane=d["plane"],
                 context=int(d["context"]),
                 drop_empty=bool(d["drop_empty"]),
+                slice_crop=_slice_crop(d.get("slice_crop"), model.divisor),
                 sampler=d["sampler"],
                 class_ratios=tuple(float(r) for r in d["class_ratios"]),
                 patch_size=tuple(int(p) for p in d["patch_size"]),  # type: ignore[arg-type]

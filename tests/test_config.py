@@ -32,6 +32,16 @@ def test_every_config_loads_and_builds(path, profile):
     build_network(spec.model)
 
 
+def test_slice_crop_must_suit_the_networks_downsampling():
+    from ibsr_helpers.plan import specs
+
+    unet2d = Path(__file__).parents[1] / "configs" / "unet2d.yaml"
+    cfg = load_config(unet2d, "quick", ["data.slice_crop=[128, 96]"])
+    assert specs(cfg).input.sampling.slice_crop == (128, 96)
+    with pytest.raises(IBSRError, match=r"slice_crop \[128, 100\].*multiple of 32"):
+        specs(load_config(unet2d, "quick", ["data.slice_crop=[128, 100]"]))
+
+
 def test_profile_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text(
@@ -53,6 +63,8 @@ def test_profile_and_overrides(tmp_path):
         ("data: {class_ratios: [1, 1]}\nprofiles: {quick: {}}", "class_ratios"),
         ("data: {gamma: [1.5, 0.7]}\nprofiles: {quick: {}}", "data.gamma"),
         ("data: {gamma: 1.2}\nprofiles: {quick: {}}", "data.gamma"),
+        ("data: {slice_crop: [128]}\nprofiles: {quick: {}}", "data.slice_crop"),
+        ("data: {slice_crop: [128, 0]}\nprofiles: {quick: {}}", "data.slice_crop"),
         ("train: {minutes: 0}\nprofiles: {quick: {}}", "train.minutes"),
         ("train: {minutes: soon}\nprofiles: {quick: {}}", "train.minutes"),
     ],

@@ -46,6 +46,30 @@ def test_slice_dataset_drops_empty_and_shapes(cropped):
     assert item["image"][2].abs().sum() > 0
 
 
+def test_slice_crops_are_windows_of_their_slice_drawn_per_seed(cropped):
+    _, crops = cropped
+    whole = SliceDataset(crops, "coronal", context=1)
+    ds = SliceDataset(crops, "coronal", context=1, crop=(128, 64))
+    windows = []
+    for seed in (0, 0, 1, 2):
+        ds.set_seed(seed)
+        item = ds[7]
+        assert item["image"].shape == (3, 128, 64) and item["label"].shape == (1, 128, 64)
+        full = whole[7]  # the crop is a window of the slice, image and label alike
+        hits = [
+            (r, c)
+            for r in range(192 - 128 + 1)
+            for c in range(192 - 64 + 1)
+            if torch.equal(full["image"][:, r : r + 128, c : c + 64], item["image"])
+            and torch.equal(full["label"][:, r : r + 128, c : c + 64], item["label"])
+        ]
+        assert hits
+        windows.append(hits[0])
+    assert windows[0] == windows[1] and len(set(windows)) > 2  # same seed, same window
+    tall = SliceDataset(crops, "coronal", crop=(256, 64))  # longer than the slice: all of it
+    assert tall[0]["image"].shape == (1, 192, 64)
+
+
 def test_epoch_sampler_deterministic_and_disjoint_across_ranks():
     a = list(EpochSampler(1000, 50, seed=3))
     b = list(EpochSampler(1000, 50, seed=3))
