@@ -180,12 +180,11 @@ class SliceDataset(_Augmented):
         vi, s = self.index[i]
         image, label = self.images[vi][s], self.labels[vi][s][None]
         if self.crop is not None:
-            window = tuple(
-                slice(start, start + size)
-                for size, length in zip(self.crop, image.shape[1:], strict=True)
-                for start in [int(self._rng.integers(0, max(length - size, 0) + 1))]
-            )
-            image, label = image[(slice(None), *window)], label[(slice(None), *window)]
+            window: list[slice] = [slice(None)]  # every channel
+            for size, length in zip(self.crop, image.shape[1:], strict=True):
+                start = int(self._rng.integers(0, max(length - size, 0) + 1))
+                window.append(slice(start, start + size))
+            image, label = image[tuple(window)], label[tuple(window)]
         return self._apply({"image": image, "label": label})
 
 
