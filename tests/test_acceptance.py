@@ -162,13 +162,17 @@ def test_trained_model_segments_a_reoriented_and_a_1mm_scan_the_same(
     assert all(abs(a - b) < 0.03 for a, b in vs_truth.values()), vs_truth
 
 
-def test_unet3d_volume_quick_learns_every_tissue(ibsr_root, tmp_path):
-    """Notebook 04's quick 3D U-Net (whole brains on a 2 mm grid, 240 steps) learns all
-    three tissues: mean Dice >= 0.80 and CSF >= 0.5 on the 5 validation subjects, scored on
-    their own grids (measured 2026-12-06 on the first two: 0.8424, CSF 0.7877)."""
-    run = train_quick("configs/unet3d_volume.yaml", ibsr_root, tmp_path / "unet3d-volume-quick")
+@pytest.mark.parametrize("config", ["unet3d_volume", "segresnet_volume", "unetr_volume"])
+def test_whole_volume_model_quick_learns_every_tissue(config, ibsr_root, tmp_path):
+    """Each of notebook 04's quick whole-volume models (2 mm grid; 240 steps for the CNNs,
+    160 for UNETR) learns all three tissues: mean Dice >= 0.80 and CSF >= 0.5 on the 5
+    validation subjects, scored on their own grids (the recorded notebook 06 of 2026-12-07,
+    a Zen 5 with bf16: 0.8408, 0.8437, 0.8478; CSF 0.7824, 0.7881, 0.7422). In fp32 on a
+    Zen 3 the same SegResNet profile reached only 0.7777 (CSF 0.6508), so this can fail on a
+    CPU without bf16: a finding to fix, not to hide."""
+    run = train_quick(f"configs/{config}.yaml", ibsr_root, tmp_path / f"{config}-quick")
     val = ibsr_root / "TrainingValidationTestSets" / "Validation_Set"
     mean_dice = predict_and_score([run], val, tmp_path / "pred")
     csf = pd.read_csv(tmp_path / "pred.csv").query("tissue == 'CSF'").dice.mean()
-    print(f"3D U-Net volume, quick: mean Dice {mean_dice:.4f}, CSF {csf:.4f}")
+    print(f"{config}, quick: mean Dice {mean_dice:.4f}, CSF {csf:.4f}")
     assert mean_dice >= 0.80 and csf >= 0.5, f"mean Dice {mean_dice:.4f}, CSF {csf:.4f}"
