@@ -166,12 +166,9 @@ def test_trained_model_segments_a_reoriented_and_a_1mm_scan_the_same(
 def test_whole_volume_model_quick_learns_every_tissue(config, ibsr_root, tmp_path):
     """Each of notebook 04's quick whole-volume models (2 mm grid; 240 steps for the CNNs,
     160 for UNETR) learns all three tissues: mean Dice >= 0.80 and CSF >= 0.5 on the 5
-    validation subjects, scored on their own grids (the recorded notebook 06 of 2026-12-07,
-    a Zen 5 with bf16: 0.8408, 0.8437, 0.8478; CSF 0.7824, 0.7881, 0.7422). In fp32 on a
-    Zen 3 the same SegResNet profile reached only 0.7777 (CSF 0.6508), so this can fail on a
-    CPU without bf16: a finding to fix, not to hide. It holds for seed 0 only: with seed 1
-    SegResNet drew no CSF (0.4370) and UNETR ended at 0.7458 (2 validation subjects; the 3D
-    U-Net 0.8447), see benchmarks/README.md; run it with both seeds once that is fixed."""
+    validation subjects, scored on their own grids. Seed 0 only: SegResNet and UNETR do not
+    yet hold this with other seeds, nor SegResNet in fp32 on every CPU (benchmarks/README.md,
+    "A fresh clone on a CPU with bf16"); a finding to fix, not to hide."""
     run = train_quick(f"configs/{config}.yaml", ibsr_root, tmp_path / f"{config}-quick")
     val = ibsr_root / "TrainingValidationTestSets" / "Validation_Set"
     mean_dice = predict_and_score([run], val, tmp_path / "pred")
