@@ -14,6 +14,7 @@ a config without that profile falls back to ``quick``, with one printed line say
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ __all__ = [
     "results_file",
     "reached",
     "describe_recipe",
+    "cpu_kind",
+    "newest_rows",
     "results_markdown",
     "all_recipes",
 ]
@@ -294,21 +297,60 @@ def reached(name: str, path: str | Path | None = None) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(f) if row["recipe"] == name]
 
 
+def cpu_kind(hardware: str) -> str | None:
+    """Whether a recorded row's CPU computes bf16 natively: ``bf16``, ``fp32``, or None if unsaid.
+
+    Reads the ``(bf16: ...)`` of a ``recipes.csv`` hardware field, as :func:`_record` and
+    older rows wrote it (``native`` or ``True``; ``none ...`` or ``False``).
+    """
+    found = re.search(r"bf16: (\w+)", hardware)
+    if not found:
+        return None
+    return "bf16" if found.group(1) in ("native", "True") else "fp32"
+
+
+def newest_rows(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """The newest row of each recipe on each kind of CPU (:func:`cpu_kind`), by recipe name.
+
+    A row whose hardware does not say whether its CPU has bf16 gives way to any newer row of
+    the same recipe.
+    """
+    kept: list[int] = []
+    for i, row in enumerate(rows):
+        kind = cpu_kind(row["hardware"])
+        newer = [
+            r
+            for r in rows[i + 1 :]
+            if r["recipe"] == row["recipe"] and (kind is None or cpu_kind(r["hardware"]) == kind)
+        ]
+        if not newer:
+            kept.append(i)
+    return sorted((rows[i] for i in kept), key=lambda r: r["recipe"])  # stable: oldest first
+
+
 def results_markdown(path: str | Path | None = None) -> str:
-    """Every recorded recipe result as a Markdown table (the README's ``recipes`` block)."""
+    """The newest recorded result of each recipe per kind of CPU (the README's ``recipes`` block).
+
+    Every row stays in the CSV; the table keeps the newest per recipe and CPU kind
+    (:func:`newest_rows`) and says how many older rows it leaves to the file.
+    """
     path = Path(path) if path else results_file()
-    rows = []
+    rows: list[dict[str, str]] = []
     if path.is_file():
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
+    shown = newest_rows(rows)
+    older = len(rows) - len(shown)
     lines = [
         f"Recorded in `{path.parent.name}/{path.name}` (`ibsr-seg recipe run NAME --record`"
-        " appends a row); validation mean Dice over the 5 validation subjects.",
+        " appends a row); validation mean Dice over the 5 validation subjects; the newest row"
+        " of each recipe on a CPU with and without native bf16"
+        + (f" ({older} older rows in the file)." if older else "."),
         "",
         "| recipe | mean Dice | CSF Dice | minutes | date | hardware | made by |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in shown:
         lines.append(
             f"| `{r['recipe']}` | **{r['mean_dice']}** | {r['csf_dice']} | {r['minutes'] or '–'} "
             f"| {r['date']} | {r['hardware']} | {r['made_by']} |"

@@ -43,12 +43,12 @@ def test_update_readme_puts_the_results_between_the_markers(tmp_path):
     (reports / "figures" / "dice_boxplot.png").write_bytes(b"png")
     readme = tmp_path / "README.md"
     readme.write_text(
-        "# x\n<!-- results:start -->\nold\n<!-- results:end -->\n"
-        "<!-- recipes:start -->\nold too\n<!-- recipes:end -->\nafter\n"
+        "# x\n<!-- results:start -->\nstale\n<!-- results:end -->\n"
+        "<!-- recipes:start -->\nstale too\n<!-- recipes:end -->\nafter\n"
     )
     written = course.update_readme(reports, readme, tmp_path / "images")
     text = readme.read_text()
-    assert "old" not in text and "| 1 | 2 |" in text and text.endswith("after\n")
+    assert "stale" not in text and "| 1 | 2 |" in text and text.endswith("after\n")
     assert "| `cpu-ensemble` | **0.9405** |" in text  # the recorded recipe results
     assert (tmp_path / "images" / "dice_boxplot.png").read_bytes() == b"png"
     assert len(written) == 2

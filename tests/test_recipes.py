@@ -113,6 +113,26 @@ def test_recipe_list_shows_members_results_and_minutes(capsys, tmp_path) -> None
     assert "reached: not run yet" in recipes.describe_recipe(recipes.load_recipe("gpu"), table)
 
 
+def test_readme_table_keeps_the_newest_row_per_recipe_and_cpu_kind(tmp_path) -> None:
+    table = tmp_path / "recipes.csv"
+    table.write_text(
+        "recipe,mean_dice,csf_dice,minutes,date,hardware,made_by\n"
+        "cpu,0.91,0.8,40,2026-01-01,old CPU,no bf16 said\n"
+        "cpu,0.92,0.8,40,2026-01-02,Zen 3 (bf16: False),old fp32\n"
+        "cpu,0.93,0.8,40,2026-01-03,Zen 4 (bf16: True),old bf16\n"
+        "course,0.90,0.8,30,2026-01-03,Zen 3 (bf16: none (fp32 on the CPU)),course fp32\n"
+        "cpu,0.94,0.8,40,2026-01-04,Zen 3 (bf16: none (fp32 on the CPU)),new fp32\n"
+        "cpu,0.95,0.8,40,2026-01-05,Zen 5 (bf16: native),new bf16\n"
+    )
+    text = recipes.results_markdown(table)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[-1] for row in rows] == ["course fp32 |", "new fp32 |", "new bf16 |"]
+    assert "(3 older rows in the file)" in text
+    assert recipes.cpu_kind("AMD EPYC (bf16: native), 2 cores") == "bf16"
+    assert recipes.cpu_kind("AMD EPYC (bf16: none (fp32 on the CPU))") == "fp32"
+    assert recipes.cpu_kind("AMD EPYC, 2 cores") is None
+
+
 @pytest.mark.slow
 def test_recipe_run_trains_predicts_grades_and_resumes(demo_root, tmp_path, capsys) -> None:
     runs, out = tmp_path / "runs", tmp_path / "out"
