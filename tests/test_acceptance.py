@@ -162,16 +162,34 @@ def test_trained_model_segments_a_reoriented_and_a_1mm_scan_the_same(
     assert all(abs(a - b) < 0.03 for a, b in vs_truth.values()), vs_truth
 
 
-@pytest.mark.parametrize("config", ["unet3d_volume", "segresnet_volume", "unetr_volume"])
-def test_whole_volume_model_quick_learns_every_tissue(config, ibsr_root, tmp_path):
+_UNETR_SEED_1 = pytest.mark.xfail(
+    strict=True,
+    reason="UNETR's 160 quick steps end below 0.80 with seed 1 (benchmarks/README.md, "
+    "'Notebook 04's quick models across seeds'); 240 steps reach it but cost the course minutes",
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "seed"),
+    [
+        ("unet3d_volume", 0),
+        ("unet3d_volume", 1),
+        ("segresnet_volume", 0),
+        ("segresnet_volume", 1),
+        ("unetr_volume", 0),
+        pytest.param("unetr_volume", 1, marks=_UNETR_SEED_1),
+    ],
+)
+def test_whole_volume_model_quick_learns_every_tissue(config, seed, ibsr_root, tmp_path):
     """Each of notebook 04's quick whole-volume models (2 mm grid; 240 steps for the CNNs,
-    160 for UNETR) learns all three tissues: mean Dice >= 0.80 and CSF >= 0.5 on the 5
-    validation subjects, scored on their own grids. Seed 0 only: SegResNet and UNETR do not
-    yet hold this with other seeds, nor SegResNet in fp32 on every CPU (benchmarks/README.md,
-    "A fresh clone on a CPU with bf16"); a finding to fix, not to hide."""
-    run = train_quick(f"configs/{config}.yaml", ibsr_root, tmp_path / f"{config}-quick")
+    160 for UNETR) learns all three tissues with two seeds: mean Dice >= 0.80 and CSF >= 0.5
+    on the 5 validation subjects, scored on their own grids. UNETR with seed 1 does not yet
+    (a strict xfail: it fails loudly once it does)."""
+    run = train_quick(
+        f"configs/{config}.yaml", ibsr_root, tmp_path / f"{config}-quick", f"seed={seed}"
+    )
     val = ibsr_root / "TrainingValidationTestSets" / "Validation_Set"
     mean_dice = predict_and_score([run], val, tmp_path / "pred")
     csf = pd.read_csv(tmp_path / "pred.csv").query("tissue == 'CSF'").dice.mean()
-    print(f"{config}, quick: mean Dice {mean_dice:.4f}, CSF {csf:.4f}")
+    print(f"{config}, quick, seed {seed}: mean Dice {mean_dice:.4f}, CSF {csf:.4f}")
     assert mean_dice >= 0.80 and csf >= 0.5, f"mean Dice {mean_dice:.4f}, CSF {csf:.4f}"
