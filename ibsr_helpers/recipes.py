@@ -315,17 +315,16 @@ def newest_rows(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
     A row whose hardware does not say whether its CPU has bf16 gives way to any newer row of
     the same recipe.
     """
-    kept: list[int] = []
-    for i, row in enumerate(rows):
-        kind = cpu_kind(row["hardware"])
-        newer = [
-            r
-            for r in rows[i + 1 :]
-            if r["recipe"] == row["recipe"] and (kind is None or cpu_kind(r["hardware"]) == kind)
-        ]
-        if not newer:
-            kept.append(i)
-    return sorted((rows[i] for i in kept), key=lambda r: r["recipe"])  # stable: oldest first
+    kept = [
+        row
+        for i, row in enumerate(rows)
+        if not any(
+            later["recipe"] == row["recipe"]
+            and cpu_kind(row["hardware"]) in (None, cpu_kind(later["hardware"]))
+            for later in rows[i + 1 :]
+        )
+    ]
+    return sorted(kept, key=lambda r: r["recipe"])  # a stable sort: oldest first within a recipe
 
 
 def results_markdown(path: str | Path | None = None) -> str:
