@@ -31,7 +31,14 @@ import torch
 if TYPE_CHECKING:
     from ibsr_helpers.step import TrainStep
 
-__all__ = ["PeakMemory", "hardware_header", "hardware_summary", "rss_mb", "time_train_steps"]
+__all__ = [
+    "PeakMemory",
+    "cpu_model",
+    "hardware_header",
+    "hardware_summary",
+    "rss_mb",
+    "time_train_steps",
+]
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -154,14 +161,32 @@ def time_train_steps(
     return {"step_s": seconds, "peak_mb": peak.mb, "batch": n / max(steps, 1)}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name, with its family and model numbers where Linux reports them.
+
+    Cloud CPUs often name themselves only "AMD EPYC"; the family and model tell a Zen 3
+    (family 25, model 1) from a Zen 5 (family 26), which train at very different speeds.
+
+    Args:
+        cpuinfo: The text of ``/proc/cpuinfo`` (default: read it).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def hardware_summary() -> dict[str, Any]:
@@ -185,7 +210,7 @@ def hardware_summary() -> dict[str, Any]:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_bf16": "native" if cpu_has_native_bf16() else "none (fp32 on the CPU)",
         "cores": cores,
         "torch_threads": torch.get_num_threads(),

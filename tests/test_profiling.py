@@ -10,6 +10,7 @@ import torch
 
 from ibsr_helpers.profiling import (
     PeakMemory,
+    cpu_model,
     hardware_header,
     hardware_summary,
     time_train_steps,
@@ -64,6 +65,13 @@ def test_hardware_summary_names_cpu_and_versions():
     assert hw["cores"] >= 1 and hw["torch"] == torch.__version__
     assert hw["gpu"] == "none" or torch.cuda.is_available()
     assert isinstance(hw["cpu"], str) and hw["cpu"]
+
+
+def test_cpu_model_adds_family_and_model_to_a_vague_name():
+    info = "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n"
+    info += "processor\t: 1\ncpu family\t: 99\nmodel\t\t: 9\nmodel name\t: other\n"
+    assert cpu_model(info) == "AMD EPYC (family 26, model 2)"
+    assert cpu_model("model name\t: Apple M2\n") == "Apple M2"
 
 
 def test_hardware_header_lists_date_hardware_then_extras_in_one_column():
