@@ -169,6 +169,9 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
     Args:
         cpuinfo: The text of ``/proc/cpuinfo`` (default: read it).
+
+    Returns:
+        For example ``AMD EPYC (family 26, model 2)``; the name alone elsewhere.
     """
     if cpuinfo is None:
         try:
