@@ -3,7 +3,8 @@
 :func:`evaluate_runs` scores trained runs and their ensembles on loaded volumes (the
 notebooks' comparisons, and the engine's validation). The tables (:func:`summary_table`,
 :func:`format_summary`, :func:`dice_table`, :func:`results_table`) are what the README, the
-notebooks and the grading reports show. Prediction files on disk are scored by
+notebooks and the grading reports show. :func:`grid_ceiling` scores what a coarse grid
+costs a model that reproduces its training labels. Prediction files on disk are scored by
 :mod:`ibsr_helpers.submissions`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ __all__ = [
     "write_results",
     "evaluate_postprocessing",
     "choose_postprocessing",
+    "grid_ceiling",
 ]
 
 _HEADINGS: dict[str, str] = {"dice": "Dice", "hd": "HD (mm)", "hd95": "HD95 (mm)", "avd": "AVD (%)"}
@@ -190,6 +192,46 @@ def evaluate_runs(
             ]
     columns = ["name", "subject", "tissue", "dice", *(["hd", "hd95"] if hd else []), "avd"]
     return pd.DataFrame(rows, columns=[*columns, "seconds"])
+
+
+def grid_ceiling(
+    config: Mapping[str, Any], volumes: Sequence[Volume], reference: Sequence[Volume] | None = None
+) -> pd.DataFrame:
+    """The Dice of ``config``'s own training labels, brought back from its grid to the scans'.
+
+    Each volume's labels, prepared as a run with ``config`` prepares them (on a coarser grid:
+    the targets a model there learns from), go back onto the scan's grid the way a prediction
+    does (one-hot probabilities, :func:`~ibsr_helpers.inference.on_scan_grid`, the most
+    probable class) and are scored against the labels as stored: what the grid alone costs
+    a model that reproduces its targets (soft probabilities can do slightly better).
+
+    Args:
+        config: A resolved config or plan (its ``data`` settings decide the grid).
+        volumes: Labelled subjects as loaded.
+        reference: The training scans, for ``data.spacing: auto`` (default: ``volumes``).
+
+    Returns:
+        One row per subject and tissue: ``name`` ("labels on the grid"), ``subject``,
+        ``tissue``, ``dice``, ``avd``.
+
+    Raises:
+        IBSRError: If a volume has no label.
+    """
+    from ibsr_helpers.inference import on_scan_grid
+    from ibsr_helpers.plan import prepare_for
+
+    rows = []
+    for vol, prepared in zip(volumes, prepare_for(config, volumes, reference), strict=True):
+        if vol.label is None or prepared.label is None:
+            raise IBSRError(f"subject {vol.id} has no label to score against", vol.subject.image)
+        targets = np.stack([prepared.label == t for t in range(1, len(TISSUES) + 1)])
+        seg = on_scan_grid(prepared, targets.astype(np.float32)).argmax(0).numpy()
+        scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=False)
+        rows += [
+            {"name": "labels on the grid", "subject": vol.id, "tissue": t, **scores[t]}
+            for t in TISSUES
+        ]
+    return pd.DataFrame(rows, columns=["name", "subject", "tissue", "dice", "avd"])
 
 
 def evaluate_postprocessing(

@@ -45,6 +45,7 @@ __all__ = [
     "Run",
     "load_run",
     "predict_probabilities",
+    "on_scan_grid",
     "predict_volume",
     "predict_folder",
     "predict_folders",
@@ -298,7 +299,21 @@ def predict_probabilities(
         box the background has probability 1.
     """
     prepared = prepare(volume, run.preprocessing)
-    probs = prepared.invert(prepared_probabilities(run, prepared, tta, passes)[1:])
+    return on_scan_grid(prepared, prepared_probabilities(run, prepared, tta, passes)[1:])
+
+
+def on_scan_grid(prepared: Prepared, foreground: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Foreground class probabilities on a prepared grid, taken back onto the scan's grid.
+
+    Args:
+        prepared: The scan as the run's preprocessing prepared it.
+        foreground: ``(3, *prepared.image.shape)`` probabilities of CSF, GM and WM.
+
+    Returns:
+        ``(4, X, Y, Z)`` float32 probabilities on the scan's grid (linear interpolation
+        where it was resampled); the background takes what the tissues leave.
+    """
+    probs = prepared.invert(foreground)
     background = (1.0 - probs.sum(0, keepdim=True)).clamp_(0.0, 1.0)
     return torch.cat([background, probs])
 

@@ -521,3 +521,25 @@ def test_check_predictions_compares_each_file_with_its_image(tmp_path):
     with pytest.raises(IBSRError, match="no image"):
         save_segmentation(_small_labels(6), ref, preds / "DEMO_06_seg.nii.gz")
         S.check_predictions(preds, images)
+
+
+def test_grid_ceiling_is_perfect_on_the_scans_grid_and_costs_on_a_coarser_one(demo_root):
+    from ibsr_helpers.config import load_config
+
+    volumes = data.load_split(demo_root, "train")
+    config = load_config(Path(__file__).parents[1] / "configs" / "unet3d_volume.yaml", "quick")
+    native = E.grid_ceiling({**config, "data": {**config["data"], "spacing": "native"}}, volumes)
+    assert (native.dice == 1.0).all(), native
+    coarse = E.dice_table(E.grid_ceiling(config, volumes))  # the quick profile's 2 mm grid
+    assert list(coarse.index) == ["labels on the grid"]
+    assert ((coarse < 1.0) & (coarse > 0.5)).all(axis=None), coarse
+    assert coarse["CSF"].item() < coarse["WM"].item(), coarse  # the thinnest tissue pays most
+
+
+def test_grid_ceiling_needs_labels(demo_root):
+    from ibsr_helpers.config import load_config
+
+    unlabelled = data.load_split(demo_root, "test")
+    config = load_config(Path(__file__).parents[1] / "configs" / "unet3d_volume.yaml", "quick")
+    with pytest.raises(IBSRError, match="has no label"):
+        E.grid_ceiling(config, unlabelled)
