@@ -201,9 +201,10 @@ def grid_ceiling(
 
     Each volume's labels, prepared as a run with ``config`` prepares them (on a coarser grid:
     the targets a model there learns from), go back onto the scan's grid the way a prediction
-    does (one-hot probabilities, :func:`~ibsr_helpers.inference.on_scan_grid`, the most
-    probable class) and are scored against the labels as stored: what the grid alone costs
-    a model that reproduces its targets (soft probabilities can do slightly better).
+    does (one-hot probabilities, :func:`~ibsr_helpers.inference.on_scan_grid`,
+    :func:`~ibsr_helpers.inference.most_probable`) and are scored against the labels as
+    stored: what the grid alone costs a model that reproduces its targets (soft
+    probabilities can do slightly better).
 
     Args:
         config: A resolved config or plan (its ``data`` settings decide the grid).
@@ -217,7 +218,7 @@ def grid_ceiling(
     Raises:
         IBSRError: If a volume has no label.
     """
-    from ibsr_helpers.inference import on_scan_grid
+    from ibsr_helpers.inference import most_probable, on_scan_grid
     from ibsr_helpers.plan import prepare_for
 
     rows = []
@@ -225,7 +226,7 @@ def grid_ceiling(
         if vol.label is None or prepared.label is None:
             raise IBSRError(f"subject {vol.id} has no label to score against", vol.subject.image)
         targets = np.stack([prepared.label == t for t in range(1, len(TISSUES) + 1)])
-        seg = on_scan_grid(prepared, targets.astype(np.float32)).argmax(0).numpy()
+        seg = most_probable(on_scan_grid(prepared, targets.astype(np.float32)))
         scores = evaluate_segmentation(seg, vol.label, vol.spacing, hd=False)
         rows += [
             {"name": "labels on the grid", "subject": vol.id, "tissue": t, **scores[t]}

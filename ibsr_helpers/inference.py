@@ -46,6 +46,7 @@ __all__ = [
     "load_run",
     "predict_probabilities",
     "on_scan_grid",
+    "most_probable",
     "predict_volume",
     "predict_folder",
     "predict_folders",
@@ -355,14 +356,19 @@ def predict_volume(
     return _segment(probs, volume, postprocess), probs
 
 
-def _segment(probs: torch.Tensor, volume: Volume, postprocess: Any) -> np.ndarray:
-    """The labels of the most probable class, post-processed if asked.
+def most_probable(probs: torch.Tensor) -> np.ndarray:
+    """The labels of the most probable class of ``(C, X, Y, Z)`` probabilities, as uint8.
 
     ``max(0).indices`` is ``argmax(0)`` (the first maximum wins a tie) at a ninth of its
     CPU time on a ``(4, X, Y, Z)`` volume: torch's argmax over the leading axis is slow
     (``benchmarks/README.md``, "Inference outside the network").
     """
-    seg = probs.max(0).indices.numpy().astype(np.uint8)
+    return probs.max(0).indices.numpy().astype(np.uint8)
+
+
+def _segment(probs: torch.Tensor, volume: Volume, postprocess: Any) -> np.ndarray:
+    """The labels of the most probable class, post-processed if asked."""
+    seg = most_probable(probs)
     return seg if postprocess is None else postprocess(seg, volume)
 
 
